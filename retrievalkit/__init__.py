@@ -1,0 +1,25 @@
+"""retrievalkit: learn, teach and reproduce deep image retrieval.
+
+``import retrievalkit as rk`` is cheap: submodules load on first use (``rk.evaluate``,
+``rk.datasets``, …), so a notebook pays only for what it touches.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = {
+    "backbones", "cli", "config", "datasets", "evaluate", "experiments", "features", "figures",
+    "nn", "search", "survey", "whitening", "widgets", "baselines",
+}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'retrievalkit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_SUBMODULES))

@@ -1,0 +1,78 @@
+"""Run-time settings read from the environment: data home, cache, mirror, SMALL mode, device, seeding.
+
+Every setting is read when asked for (not at import time), so tests and notebooks can change
+the environment and see the change. Taught in notebooks/00_setup_and_data.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+
+ENV_DATA = "RETRIEVALKIT_DATA"
+ENV_MIRROR = "RETRIEVALKIT_MIRROR"
+ENV_SMALL = "RETRIEVALKIT_SMALL"
+ENV_CACHE = "RETRIEVALKIT_CACHE"
+DEFAULT_SEED = 0
+
+
+def data_home(data_home: str | os.PathLike | None = None) -> Path:
+    """Folder holding downloaded datasets (scikit-learn's ``data_home`` convention).
+
+    Order: the argument, ``$RETRIEVALKIT_DATA``, then ``./data``.
+    """
+    if data_home is None:
+        data_home = os.environ.get(ENV_DATA) or "data"
+    return Path(data_home).expanduser().resolve()
+
+
+def cache_dir(cache: str | os.PathLike | None = None) -> Path:
+    """Folder for feature caches: ``$RETRIEVALKIT_CACHE`` or ``<data home>/cache``."""
+    if cache is None:
+        cache = os.environ.get(ENV_CACHE) or data_home() / "cache"
+    return Path(cache).expanduser().resolve()
+
+
+def mirror() -> str | None:
+    """A folder path or base URL holding the official file names (``$RETRIEVALKIT_MIRROR``), or None."""
+    value = os.environ.get(ENV_MIRROR, "").strip()
+    return value or None
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def is_small() -> bool:
+    """SMALL mode (``RETRIEVALKIT_SMALL=1``): notebooks and experiments use subsets so they finish in seconds."""
+    return _truthy(os.environ.get(ENV_SMALL))
+
+
+def __getattr__(name: str):
+    # ``rk.config.SMALL`` reads the environment each time it is asked, like the functions above.
+    if name == "SMALL":
+        return is_small()
+    raise AttributeError(f"module 'retrievalkit.config' has no attribute {name!r}")
+
+
+def device(device: str | None = "auto"):
+    """Resolve ``"auto"`` to CUDA when present, else CPU. Never hard-code ``.cuda()``."""
+    import torch
+
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int = DEFAULT_SEED) -> int:
+    """Seed Python, NumPy and (when imported) torch; returns the seed for logging."""
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency, but seeding must not need it
+        return seed
+    torch.manual_seed(seed)
+    return seed
