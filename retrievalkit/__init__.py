@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "backbones", "cli", "config", "datasets", "evaluate", "experiments", "features", "figures",
-    "nn", "search", "survey", "whitening", "widgets", "baselines",
+    "index", "nn", "survey", "whitening", "widgets", "baselines",
 }
 
 

@@ -21,11 +21,18 @@ DEFAULT_SEED = 0
 def data_home(data_home: str | os.PathLike | None = None) -> Path:
     """Folder holding downloaded datasets (scikit-learn's ``data_home`` convention).
 
-    Order: the argument, ``$RETRIEVALKIT_DATA``, then ``./data``.
+    Order: the argument, ``$RETRIEVALKIT_DATA``, the ``data/`` folder of the checkout when the
+    package runs from one (so notebooks started in ``notebooks/`` share the repository's data),
+    then ``./data``.
     """
     if data_home is None:
-        data_home = os.environ.get(ENV_DATA) or "data"
+        data_home = os.environ.get(ENV_DATA) or _checkout_data() or "data"
     return Path(data_home).expanduser().resolve()
+
+
+def _checkout_data() -> Path | None:
+    candidate = Path(__file__).resolve().parents[1] / "data"
+    return candidate if (candidate / "README.md").is_file() else None
 
 
 def cache_dir(cache: str | os.PathLike | None = None) -> Path:

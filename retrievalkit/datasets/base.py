@@ -74,7 +74,7 @@ class RetrievalDataset:
 
     ``db_paths`` / ``query_paths``: image files (absolute paths). For in-memory datasets
     (Fashion-MNIST) ``db_arrays`` / ``query_arrays`` hold the pixels instead and the paths are
-    synthetic names. ``gnd[i]`` is the ground truth of query ``i``. ``db_labels`` / ``query_labels``
+    synthetic names. ``meta`` holds per-dataset extras (COIL-100's ``poses``). ``gnd[i]`` is the ground truth of query ``i``. ``db_labels`` / ``query_labels``
     hold the group or class of each image where the dataset has one (used by category-level
     metrics and by learning on a learning split). ``query_db_index[i]`` is the database row of
     query ``i`` or -1 when the query is not in the database.
@@ -94,6 +94,7 @@ class RetrievalDataset:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     db_arrays: np.ndarray | None = None
     query_arrays: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.gnd) != len(self.query_paths):
@@ -140,6 +141,7 @@ class RetrievalDataset:
             skipped=self.skipped,
             db_arrays=self.db_arrays,
             query_arrays=pick(self.query_arrays),
+            meta=self.meta,
         )
 
     def summary(self) -> dict:

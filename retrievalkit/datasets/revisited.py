@@ -1,0 +1,153 @@
+"""Revisited Oxford and Paris (ROxford5k, RParis6k) with the revisitop protocol.
+
+Survey §2.5.1 (datasets; Radenović et al. 2018 re-annotated Oxford5k and Paris6k); taught in
+notebooks/00_setup_and_data.
+
+Layout: ``<root>/gnd_<name>.pkl`` and ``<root>/jpg/<image>.jpg``. The pickle holds ``imlist``
+(database names), ``qimlist`` (70 query names, none of them in ``imlist``) and ``gnd``: per query
+``bbx`` (x1, y1, x2, y2) and the database indices ``easy``, ``hard`` and ``junk``.
+
+Protocol, exactly revisitop's: each query image is cropped to its ``bbx`` before extraction
+(``read_image(path, bbox=...)``); positives = easy ∪ hard; Easy counts the easy images and
+ignores the hard ones, Medium counts both, Hard counts the hard ones and ignores the easy ones;
+junk is always ignored (:meth:`QueryGroundTruth.protocol`). Two ROxford queries have no easy
+positive at all, so they have no Easy score.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import DatasetNotFoundError, QueryGroundTruth, RetrievalDataset
+
+IMAGE_FOLDER = "jpg"
+EXPECTED_SIZES = {"roxford5k": (4993, 70), "rparis6k": (6322, 70)}
+
+
+def load_roxford5k(
+    root=None, data_home=None, *, download: bool = True, progress=None, check_images: bool = False
+) -> RetrievalDataset:
+    """ROxford5k: 4,993 database images, 70 cropped queries, Easy/Medium/Hard (Survey §2.5.1).
+
+    See :func:`load_revisited` for the options. Taught in notebooks/00_setup_and_data.
+    """
+    return load_revisited("roxford5k", root, data_home, download=download, progress=progress,
+                          check_images=check_images)
+
+
+def load_rparis6k(
+    root=None, data_home=None, *, download: bool = True, progress=None, check_images: bool = False
+) -> RetrievalDataset:
+    """RParis6k: 6,322 database images, 70 cropped queries, Easy/Medium/Hard (Survey §2.5.1).
+
+    See :func:`load_revisited` for the options. Taught in notebooks/00_setup_and_data.
+    """
+    return load_revisited("rparis6k", root, data_home, download=download, progress=progress,
+                          check_images=check_images)
+
+
+def load_revisited(
+    name: str, root=None, data_home=None, *, download: bool = True, progress=None, check_images: bool = False
+) -> RetrievalDataset:
+    """Load ``roxford5k`` or ``rparis6k`` from ``root`` (default: fetched into the data home).
+
+    Every listed image must exist; a missing one raises :class:`DatasetNotFoundError`. With
+    ``check_images=True`` every image is decoded once (≈ 20–30 s for the ~5–6k images on two
+    cores) and the missing or unreadable ones are dropped instead and listed in
+    ``dataset.skipped``; the ground truth is re-indexed and a query whose own image is unusable
+    is removed.
+    """
+    if name not in EXPECTED_SIZES:
+        raise ValueError(f"unknown revisited dataset {name!r}; choose one of {', '.join(EXPECTED_SIZES)}")
+    if root is None:
+        from .download import ensure
+
+        root = ensure(name, data_home, download=download, progress=progress)
+    root = Path(root)
+    cfg = _read_gnd(name, root)
+    folder = _image_folder(name, root)
+    db_paths = [folder / f"{n}.jpg" for n in cfg["imlist"]]
+    query_paths = [folder / f"{n}.jpg" for n in cfg["qimlist"]]
+    gnd = [_query_ground_truth(g) for g in cfg["gnd"]]
+
+    skipped: list[tuple[Path, str]] = []
+    if check_images:
+        db_paths, query_paths, gnd, skipped = _drop_unusable(db_paths, query_paths, gnd, progress)
+    else:
+        _require_all_present(name, db_paths + query_paths)
+
+    n_db, n_q = EXPECTED_SIZES[name]
+    return RetrievalDataset(
+        name=name,
+        root=root,
+        db_paths=db_paths,
+        query_paths=query_paths,
+        gnd=gnd,
+        query_db_index=np.full(len(query_paths), -1, dtype=np.int64),
+        protocols=("easy", "medium", "hard"),
+        split="test",
+        description=(
+            f"{name}: {len(db_paths)} database images (official {n_db}), {len(query_paths)} queries "
+            f"(official {n_q}) that are separate images cropped to their bounding box "
+            "(read_image(path, bbox=dataset.gnd[i].bbox)); revisitop Easy/Medium/Hard protocols"
+        ),
+        skipped=skipped,
+    )
+
+
+def _read_gnd(name: str, root: Path) -> dict:
+    from .download import load_gnd_pickle
+
+    path = root / f"gnd_{name}.pkl"
+    if not path.is_file():
+        raise DatasetNotFoundError(name, path)
+    cfg = load_gnd_pickle(path)
+    missing = {"imlist", "qimlist", "gnd"} - set(cfg)
+    if missing:
+        raise ValueError(f"{path} is not a revisitop ground-truth file: it lacks {sorted(missing)}")
+    if len(cfg["gnd"]) != len(cfg["qimlist"]):
+        raise ValueError(f"{path}: {len(cfg['qimlist'])} queries but {len(cfg['gnd'])} ground-truth entries")
+    return cfg
+
+
+def _image_folder(name: str, root: Path) -> Path:
+    folder = root / IMAGE_FOLDER
+    if not folder.is_dir() or next(folder.glob("*.jpg"), None) is None:
+        raise DatasetNotFoundError(name, folder)
+    return folder
+
+
+def _query_ground_truth(g: dict) -> QueryGroundTruth:
+    easy, hard = list(g["easy"]), list(g["hard"])
+    return QueryGroundTruth.make(positives=easy + hard, junk=g["junk"], easy=easy, hard=hard, bbox=g["bbx"])
+
+
+def _require_all_present(name: str, paths: list[Path]) -> None:
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            name, missing[0].parent,
+            hint=f"{len(missing)} of {len(paths)} listed images are missing (first: {missing[0].name}); "
+            f"run `retrievalkit datasets fetch {name}` again, or pass check_images=True to skip and report them",
+        )
+
+
+def _drop_unusable(db_paths, query_paths, gnd, progress):
+    from .folder import drop_database_rows, find_unreadable
+
+    present = [p for p in db_paths + query_paths if p.is_file()]
+    skipped = [(p, "file not found") for p in db_paths + query_paths if not p.is_file()]
+    _, unreadable = find_unreadable(present, progress=progress)
+    skipped += unreadable
+    bad = {p for p, _ in skipped}
+
+    keep_db = np.array([p not in bad for p in db_paths], dtype=bool)
+    gnd = drop_database_rows(gnd, keep_db)
+    keep_query = [p not in bad for p in query_paths]
+    return (
+        [p for p, k in zip(db_paths, keep_db) if k],
+        [p for p, k in zip(query_paths, keep_query) if k],
+        [g for g, k in zip(gnd, keep_query) if k],
+        skipped,
+    )
