@@ -1,0 +1,46 @@
+# Two entry points for a fresh machine: `make reproduce` and `make test` (see README.md).
+# Both create .venv when absent and install the package into it (tested versions from constraints.txt).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.retrievalkit-installed
+
+# A lab mirror folder beside the checkout (../shared/mirror) is used when present and none is set.
+SHARED_MIRROR := $(abspath ../shared/mirror)
+export RETRIEVALKIT_MIRROR ?= $(if $(wildcard $(SHARED_MIRROR)/coil-100.zip),$(SHARED_MIRROR),)
+
+.PHONY: setup reproduce reproduce-small test test-unit test-notebooks notebooks lab clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -c constraints.txt -e '.[dev,notebooks]'
+	touch $(STAMP)
+
+reproduce: setup
+	$(BIN)/retrievalkit reproduce
+
+reproduce-small: setup
+	RETRIEVALKIT_SMALL=1 $(BIN)/retrievalkit reproduce --figures results/small/figures --results results/small
+
+test: setup
+	TQDM_DISABLE=1 RETRIEVALKIT_SMALL=1 $(BIN)/python -m pytest -q --nbmake tests notebooks
+
+test-unit: setup
+	TQDM_DISABLE=1 $(BIN)/python -m pytest -q tests
+
+test-notebooks: setup
+	TQDM_DISABLE=1 RETRIEVALKIT_SMALL=1 $(BIN)/python -m pytest -q --nbmake notebooks
+
+# Regenerate every notebooks/*.ipynb (outputs stripped) from its reviewed .py source.
+notebooks: setup
+	$(BIN)/jupytext --to ipynb --update notebooks/[0-9]*.py
+
+lab: setup
+	$(BIN)/jupyter lab notebooks
+
+clean:
+	rm -rf $(VENV) .pytest_cache results
