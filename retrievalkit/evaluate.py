@@ -46,7 +46,8 @@ def relevance(ids, gnd: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.nda
 
 def _ranks_after_junk(rel: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """0-based rank of every item in the junk-free ranking and 0-based count of positives before it."""
-    rank = np.cumsum(keep, axis=1) - 1
+    # Junk items before the first kept one would get rank -1; clamp (they are masked out anyway).
+    rank = np.maximum(np.cumsum(keep, axis=1) - 1, 0)
     hits_before = np.cumsum(rel, axis=1) - rel
     return rank, hits_before
 

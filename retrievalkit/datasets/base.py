@@ -22,7 +22,7 @@ def _as_index(values) -> np.ndarray:
     return np.unique(np.asarray(values if values is not None else [], dtype=np.int64))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class QueryGroundTruth:
     """Ground truth of one query.
 
@@ -74,7 +74,8 @@ class RetrievalDataset:
 
     ``db_paths`` / ``query_paths``: image files (absolute paths). For in-memory datasets
     (Fashion-MNIST) ``db_arrays`` / ``query_arrays`` hold the pixels instead and the paths are
-    synthetic names. ``meta`` holds per-dataset extras (COIL-100's ``poses``). ``gnd[i]`` is the ground truth of query ``i``. ``db_labels`` / ``query_labels``
+    synthetic names. ``meta`` holds per-dataset extras (COIL-100's ``poses``). ``gnd[i]`` is the
+    ground truth of query ``i``. ``db_labels`` / ``query_labels``
     hold the group or class of each image where the dataset has one (used by category-level
     metrics and by learning on a learning split). ``query_db_index[i]`` is the database row of
     query ``i`` or -1 when the query is not in the database.
@@ -114,8 +115,14 @@ class RetrievalDataset:
     def query_bboxes(self) -> list[tuple[float, float, float, float] | None]:
         return [g.bbox for g in self.gnd]
 
-    def ground_truth(self, protocol: str = "all") -> list[tuple[np.ndarray, np.ndarray]]:
+    @property
+    def default_protocol(self) -> str:
+        """``all`` where the dataset has it, else revisitop's ``medium``."""
+        return "all" if "all" in self.protocols else ("medium" if "medium" in self.protocols else self.protocols[0])
+
+    def ground_truth(self, protocol: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(positives, junk)`` of every query under ``protocol`` (see :meth:`QueryGroundTruth.protocol`)."""
+        protocol = protocol or self.default_protocol
         if protocol not in self.protocols:
             raise ValueError(
                 f"{self.name} has no protocol {protocol!r}; it has {', '.join(self.protocols)}"
@@ -164,6 +171,29 @@ class RetrievalDataset:
         )
 
 
+def drop_database_rows(
+    gnd: Sequence[QueryGroundTruth], keep: np.ndarray
+) -> list[QueryGroundTruth]:
+    """Ground truth re-indexed for a database that keeps only the rows where ``keep`` is True.
+
+    Dropped rows disappear from positives, junk, easy and hard; the other indices shift down.
+    """
+    keep = np.asarray(keep, dtype=bool)
+    new_row = np.cumsum(keep) - 1
+    new_row[~keep] = -1
+
+    def remap(rows):
+        if rows is None:
+            return None
+        mapped = new_row[np.asarray(rows, dtype=np.int64)]
+        return mapped[mapped >= 0]
+
+    return [
+        QueryGroundTruth.make(remap(g.positives), remap(g.junk), remap(g.easy), remap(g.hard), g.bbox)
+        for g in gnd
+    ]
+
+
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are missing; the message names the path and the command that fetches them."""
 
@@ -174,3 +204,7 @@ class DatasetNotFoundError(FileNotFoundError):
         super().__init__(f"{name} not found under {path}: {hint}")
         self.name = name
         self.path = path
+        self.hint = hint
+
+    def __reduce__(self):  # picklable, so it survives DataLoader worker processes
+        return (type(self), (self.name, self.path, self.hint))

@@ -4,86 +4,21 @@ Survey §2.5.1 (datasets); taught in notebooks/00_setup_and_data. A course lab o
 points :func:`load` at their own photos: every image that has at least one other image in its
 group is a query, its positives are the rest of its group, and it is excluded from its own
 ranking (junk), like Holidays.
-
-This module also holds two helpers the benchmark loaders share: :func:`find_unreadable`
-(a real decode check, needed for Paris6k's corrupt files) and :func:`drop_database_rows`
-(re-index the ground truth after dropping images).
 """
 from __future__ import annotations
 
 import csv
 import logging
-import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
 
 from .base import DatasetNotFoundError, QueryGroundTruth, RetrievalDataset
-from .images import list_images
+from .images import find_unreadable, list_images
 
 log = logging.getLogger(__name__)
-
-# JPEGs are decoded at 1/8 scale (libjpeg's DCT scaling): every byte of the entropy-coded data is
-# still read, so truncated and corrupt files fail, at a fraction of the cost of a full decode.
-_DRAFT_SCALE = 8
-
-
-def _decode_quickly(path: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(path) as img:
-            if img.format == "JPEG":
-                img.draft("RGB", (max(1, img.width // _DRAFT_SCALE), max(1, img.height // _DRAFT_SCALE)))
-            img.load()
-            ImageOps.exif_transpose(img)
-
-
-def find_unreadable(paths: Iterable, progress: bool | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Split ``paths`` into images that decode and ``(path, reason)`` for those that do not.
-
-    Unlike a header check (``Image.verify``), this decodes the pixel data, so truncated JPEGs
-    are caught. Cost: about 2–5 ms per Oxford/Paris-sized JPEG (≈ 20–30 s for Paris6k on two
-    cores), about 30 ms for a 8-megapixel Holidays photo.
-    """
-    from tqdm.auto import tqdm
-
-    good, bad = [], []
-    for path in tqdm([Path(p) for p in paths], desc="decoding images", disable=not progress):
-        try:
-            _decode_quickly(path)
-            good.append(path)
-        except Exception as err:  # noqa: BLE001 - any decoder failure means "skip and report"
-            bad.append((path, f"{type(err).__name__}: {err}"))
-    for path, reason in bad:
-        log.warning("skipping unreadable image %s (%s)", path, reason)
-    return good, bad
-
-
-def drop_database_rows(
-    gnd: Sequence[QueryGroundTruth], keep: np.ndarray
-) -> list[QueryGroundTruth]:
-    """Ground truth re-indexed for a database that keeps only the rows where ``keep`` is True.
-
-    Dropped rows disappear from positives, junk, easy and hard; the other indices shift down.
-    """
-    keep = np.asarray(keep, dtype=bool)
-    new_row = np.cumsum(keep) - 1
-    new_row[~keep] = -1
-
-    def remap(rows):
-        if rows is None:
-            return None
-        mapped = new_row[np.asarray(rows, dtype=np.int64)]
-        return mapped[mapped >= 0]
-
-    return [
-        QueryGroundTruth.make(remap(g.positives), remap(g.junk), remap(g.easy), remap(g.hard), g.bbox)
-        for g in gnd
-    ]
-
 
 def _groups_from_subfolders(root: Path) -> tuple[list[Path], list[str], list[tuple[Path, str]]]:
     paths, groups, ungrouped = [], [], []
@@ -144,7 +79,8 @@ def load(
     from ``groups_csv``, a CSV of ``path,group`` rows (paths relative to ``root`` or absolute).
     Database = every readable image. Queries = every image whose group holds at least one other
     image; positives = the rest of its group; junk = the query itself. Images alone in their group
-    stay in the database as distractors. ``db_labels`` numbers the groups in sorted name order.
+    stay in the database as distractors. ``db_labels`` numbers the groups in sorted name order;
+    ``dataset.meta["group_names"][label]`` gives a label's name.
 
     ``check_images`` (default on: user folders hold anything) decodes every file first — a few
     ms per image — and lists the unreadable ones, with images outside any group sub-folder, in
@@ -202,4 +138,5 @@ def _grouped_dataset(name, root, paths, groups, skipped) -> RetrievalDataset:
             "group-mate is a query, excluded from its own ranking"
         ),
         skipped=list(skipped),
+        meta={"group_names": group_names},
     )

