@@ -45,9 +45,9 @@ import pandas as pd
 
 from retrievalkit.datasets import download, manifest
 
-pd.DataFrame(
-    [{"dataset": name, "present": download.is_present(name), **entry.table_row()} for name, entry in manifest.MANIFEST.items()]
-)
+table = pd.DataFrame(manifest.table())
+table["present"] = [download.is_present(name) for name in table["name"]]
+table[["name", "title", "images", "queries", "download_bytes", "present"]]
 
 # %% [markdown]
 # ## 2 · The default protocol on COIL-100

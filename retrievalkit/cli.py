@@ -15,8 +15,9 @@ def _cmd_datasets(args) -> int:
 
     if args.action == "list":
         for name, entry in manifest.MANIFEST.items():
-            root = download.dataset_root(name, args.data_home)
-            print(f"{name:14s} {entry.summary():60s} {'present' if download.is_present(name, args.data_home) else 'absent '} {root}")
+            where = download.locate(name, args.data_home)
+            state = f"present  {where}" if where else f"absent   (would go to {download.dataset_root(name, args.data_home)})"
+            print(f"{name:14s} {entry.summary():45s} {state}")
         return 0
     names = args.names or []
     if not names:

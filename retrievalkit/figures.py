@@ -33,7 +33,10 @@ def _thumbnail(path, bbox=None, size: int = 128):
     return np.asarray(img)
 
 
-def ranking_panel(dataset, ids, queries: Sequence[int] = (0,), k: int = 10, protocol: str = "all", title: str | None = None):
+def ranking_panel(
+    dataset, ids, queries: Sequence[int] = (0,), k: int = 10, protocol: str | None = None,
+    title: str | None = None, row_labels: Sequence[str] | None = None,
+):
     """Query and its top-k results, framed green (relevant) or red (not), like the survey's Figure 2.1.
 
     Junk results (e.g. the query itself) are skipped, as they are when AP is computed.
@@ -49,7 +52,7 @@ def ranking_panel(dataset, ids, queries: Sequence[int] = (0,), k: int = 10, prot
         ax = axes[row, 0]
         ax.imshow(_thumbnail(dataset.query_paths[q], dataset.gnd[q].bbox))
         _frame(ax, QUERY)
-        ax.set_ylabel(f"q{q}", fontsize=8)
+        ax.set_ylabel(row_labels[row] if row_labels else f"q{q}", fontsize=8)
         if row == 0:
             ax.set_title("query", fontsize=8)
         pos = set(positives.tolist())

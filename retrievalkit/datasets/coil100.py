@@ -79,12 +79,12 @@ def load(
     with an explicit list (SMALL mode uses fewer objects). The learning split gets the same query
     structure so a validation score can be computed on it without touching the test objects.
     """
+    objects = tuple(objects) if objects is not None else _split_objects(split)
     if root is None:
         from .download import ensure
 
         root = ensure("coil100", data_home, download=download, progress=progress)
-    folder = _image_dir(Path(root))
-    objects = tuple(objects) if objects is not None else _split_objects(split)
+    folder = _image_dir(Path(root).resolve())
 
     db_paths, labels, poses = [], [], []
     missing = []

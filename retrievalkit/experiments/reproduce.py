@@ -79,9 +79,12 @@ def step_baseline(run: Run) -> str:
     dataset = run.coil100("test")
     df, ids = baseline.run(dataset, progress=run.progress)
     run.save_csv(df, "baseline")
-    queries = list(range(0, dataset.n_queries, max(1, dataset.n_queries // 5)))[:5]
+    queries, labels = _worst_and_median_queries(ids, dataset)
     run.save_figure(
-        figures.ranking_panel(dataset, ids, queries, k=10, title="COIL-100, colour-histogram baseline: top-10"),
+        figures.ranking_panel(
+            dataset, ids, queries, k=10, row_labels=labels,
+            title="COIL-100, colour-histogram baseline: the 3 hardest queries and 2 median ones (top-10)",
+        ),
         "baseline_ranking",
     )
     run.save_figure(
@@ -95,6 +98,19 @@ def step_baseline(run: Run) -> str:
         "exact inner-product search.\n\n"
         f"{table}\n\n![ranking](baseline_ranking.png)\n"
     )
+
+
+def _worst_and_median_queries(ids, dataset, n_worst: int = 3, n_median: int = 2):
+    """Queries worth looking at: the lowest-AP ones show where a method fails."""
+    import numpy as np
+
+    from .. import evaluate
+
+    ap = evaluate.average_precision(ids, dataset.ground_truth())
+    order = np.argsort(ap, kind="stable")
+    middle = len(order) // 2
+    picked = list(order[:n_worst]) + list(order[middle : middle + n_median])
+    return [int(q) for q in picked], [f"AP {ap[q]:.2f}" for q in picked]
 
 
 STEPS: dict[str, Callable[[Run], str]] = {

@@ -1,0 +1,69 @@
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import retrievalkit as rk
+from retrievalkit import cli
+from retrievalkit.experiments import baseline, reproduce
+
+
+def test_color_histogram_is_a_unit_hellinger_vector():
+    img = Image.new("RGB", (8, 8), (255, 0, 0))
+    h = rk.baselines.color_histogram(img)
+    assert h.shape == (128,) and np.isclose(np.linalg.norm(h), 1.0) and np.count_nonzero(h) == 1
+
+
+def test_unreadable_database_image_gets_a_zero_row_and_a_report(tmp_path):
+    good = tmp_path / "good.png"
+    Image.new("RGB", (8, 8), "blue").save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG broken")
+    desc, skipped = rk.baselines.describe_images([good, bad, good])
+    assert desc.shape == (3, 128) and not desc[1].any() and desc[0].any()
+    assert [p for p, _ in skipped] == [bad]
+
+
+def test_baseline_beats_chance_on_coil100(coil_home):
+    ds = rk.datasets.load("coil100", data_home=coil_home, objects=range(51, 61), download=False)
+    df, ids = baseline.run(ds)
+    assert set(df["protocol"]) == {"all", "easy", "hard"}
+    chance = 71 / (ds.n_db - 1)
+    all_map = df.set_index("protocol").loc["all", "mAP"]
+    assert chance < 0.2 < all_map <= 1.0
+    assert ids.shape == (ds.n_queries, ds.n_db)
+
+
+def test_reproduce_writes_csv_figures_and_report(coil_home, tmp_path):
+    written = reproduce.reproduce(
+        ["baseline"], figures_dir=tmp_path / "fig", results_dir=tmp_path / "res", small=True, progress=False,
+        data_home=coil_home,
+    )
+    names = {p.name for p in written}
+    assert {"baseline.csv", "baseline_ranking.png", "REPORT.md"} <= names
+    df = pd.read_csv(tmp_path / "res" / "baseline.csv")
+    assert len(df) == 3 and df["queries"].eq(40).all()
+    assert "| all" in (tmp_path / "fig" / "REPORT.md").read_text()
+
+
+def test_reproduce_rejects_unknown_steps(tmp_path):
+    with pytest.raises(ValueError, match="known steps: baseline"):
+        reproduce.reproduce(["nope"], figures_dir=tmp_path, results_dir=tmp_path)
+
+
+def test_cli_reports_missing_data_without_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("RETRIEVALKIT_MIRROR", raising=False)
+    code = cli.main(["--data-home", str(tmp_path), "evaluate", "--dataset", "coil100", "--no-download"])
+    err = capsys.readouterr().err
+    assert code == 1 and "retrievalkit datasets fetch coil100" in err and "Traceback" not in err
+
+
+def test_cli_unknown_dataset_lists_names(capsys):
+    assert cli.main(["evaluate", "--dataset", "nope"]) == 1
+    assert "known datasets" in capsys.readouterr().err
+
+
+def test_cli_datasets_list(capsys, coil_home):
+    assert cli.main(["--data-home", str(coil_home), "datasets", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "coil100" in out and "present" in out and "roxford5k" in out
