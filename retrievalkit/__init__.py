@@ -10,7 +10,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "backbones", "cli", "config", "datasets", "evaluate", "experiments", "features", "figures",
+    "backbones", "cli", "config", "datasets", "embedding", "evaluate", "experiments", "features", "figures",
+    "hashing", "projection",
     "index", "nn", "survey", "whitening", "widgets", "baselines",
 }
 
