@@ -5,6 +5,9 @@ Descriptors are rows (N×D), L2-normalised, so similarity is the inner product. 
 """
 from __future__ import annotations
 
+import time
+import warnings
+
 import numpy as np
 import torch
 
@@ -75,3 +78,301 @@ def _merge(s1, i1, s2, i2, k):
 def rank(queries, database, k: int | None = None, **kwargs) -> np.ndarray:
     """Only the ranked ids of :func:`exact_search` (what the metrics consume)."""
     return exact_search(queries, database, k, **kwargs)[1]
+
+
+# =========================================================================== faiss indexes
+# Survey §2.1.2 challenge 3 and Table 2.1 (accuracy vs time per query); taught in
+# notebooks/08_indexing_and_efficiency. One call builds any kind, one call searches it, one
+# call measures it:
+#
+#     index = build_index("ivf_pq", xb, xtrain=x_learn)      # trained on the LEARNING split
+#     scores, ids = search(index, xq, k=10, nprobe=16)         # best first, like faiss
+#     row = measure("ivf_pq", xb, xq, x_learn, k=10, nprobe=16)
+#
+# Similarity is the inner product of L2-normalised rows everywhere. Flat, IVF, SQ8, HNSW and
+# IVF-PQ are built with faiss.METRIC_INNER_PRODUCT (IVF-PQ then encodes residuals from IP
+# centroids and scores <q, centroid + residual>; HNSW walks its graph by inner product).
+# "pca_pq" is the exception: faiss's PCAMatrix subtracts the training mean, and inner products
+# of centred vectors rank differently (<q-μ, x-μ> depends on <μ, x>), whereas L2 distances do
+# not change with centring. So pca_pq searches by L2 in the PCA space, and search() turns L2
+# distances into inner products with the identity ‖q − x‖² = 2 − 2<q, x> for unit rows.
+
+INDEX_KINDS = ("exact", "flat", "ivf_flat", "ivf_pq", "hnsw", "sq8", "pca_pq")
+TRAINED_KINDS = frozenset({"ivf_flat", "ivf_pq", "sq8", "pca_pq"})
+BUILD_PARAMS = {
+    "exact": ("device",),
+    "flat": (),
+    "ivf_flat": ("nlist",),
+    "ivf_pq": ("nlist", "pq_m", "pq_bits", "refine"),
+    "hnsw": ("hnsw_M", "efConstruction"),
+    "sq8": (),
+    "pca_pq": ("pca_dim", "pq_m", "pq_bits"),
+}
+RUNTIME_PARAMS = ("nprobe", "efSearch", "k_factor")
+MIN_POINTS_PER_CENTROID = 39  # faiss's k-means asks for this many training points per centroid
+DEFAULT_PQ_BITS = 8
+DEFAULT_HNSW_M = 32
+DEFAULT_EF_CONSTRUCTION = 40
+DEFAULT_SINGLE_QUERIES = 100
+REFINE_KINDS = ("flat", "sq8")
+
+
+class ExactIndex:
+    """The ``"exact"`` kind: database rows searched by :func:`exact_search` (torch, chunked, ties → lower id)."""
+
+    def __init__(self, xb, device="cpu"):
+        self.xb = np.ascontiguousarray(xb, dtype=np.float32)
+        self.d, self.ntotal, self.device = self.xb.shape[1], len(self.xb), device
+
+    def search(self, xq, k):
+        return exact_search(xq, self.xb, k, device=self.device)
+
+    @property
+    def nbytes(self) -> int:
+        return self.xb.nbytes
+
+    def __repr__(self):
+        return f"ExactIndex(ntotal={self.ntotal}, d={self.d}, device={self.device!r})"
+
+
+def _rows(x, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"{name} must be non-empty 2-D descriptor rows (N×D), got shape {x.shape}")
+    return x
+
+
+def _divisor_at_most(d: int, limit: int) -> int:
+    return next(m for m in range(max(1, limit), 0, -1) if d % m == 0)
+
+
+def _default_nlist(n_db: int, n_train: int) -> int:
+    return max(1, min(int(4 * np.sqrt(n_db)), n_train // MIN_POINTS_PER_CENTROID))
+
+
+def _check_pq(d: int, pq_m: int | None, pq_bits: int, n_train: int, kind: str) -> int:
+    # Default: one 8-bit code per 8 dimensions (16 bytes for 128-d), like faiss's "PQ16" on SIFT.
+    pq_m = _divisor_at_most(d, d // 8) if pq_m is None else int(pq_m)
+    if d % pq_m:
+        raise ValueError(f"build_index({kind!r}): pq_m={pq_m} must divide the {d} dimensions it splits")
+    if n_train < 2**pq_bits:
+        raise ValueError(f"build_index({kind!r}): {n_train} training rows cannot train 2^{pq_bits} PQ centroids; "
+                         f"pass more learning rows or a smaller pq_bits")
+    return pq_m
+
+
+def build_index(kind: str, xb, *, xtrain=None, **params):
+    """Build a ``kind`` index over the database rows ``xb`` (N×D float32, L2-normalised).
+
+    Kinds (faiss unless said otherwise; similarity = inner product, see the note above):
+
+    * ``"exact"`` — :class:`ExactIndex` (torch, ``device=``); ``"flat"`` — ``IndexFlatIP``.
+    * ``"ivf_flat"`` — ``IndexIVFFlat`` with ``nlist`` lists (default ``min(4·√N, n_train/39)``).
+    * ``"ivf_pq"`` — ``IndexIVFPQ``: ``nlist``, ``pq_m`` sub-quantisers (default ``D/8``) of
+      ``pq_bits`` bits; ``refine="flat"|"sq8"`` wraps it in ``IndexRefine`` (re-rank ``k·k_factor``
+      candidates with full / 8-bit vectors, at that memory cost).
+    * ``"hnsw"`` — ``IndexHNSWFlat`` (``hnsw_M`` links, ``efConstruction``); no training.
+    * ``"sq8"`` — ``IndexScalarQuantizer`` with 8 bits per dimension (ranges are trained).
+    * ``"pca_pq"`` — ``IndexPreTransform(PCAMatrix(D, pca_dim), IndexPQ)``, default ``pca_dim = D/2``.
+
+    **Protocol.** Trained kinds (``TRAINED_KINDS``: IVF centroids, PQ codebooks, SQ ranges, PCA)
+    train ONLY on ``xtrain``, the learning split, and raise ``ValueError`` without it — they never
+    fall back to training on the database. ``xtrain`` is ignored by kinds that learn nothing.
+    """
+    import faiss
+
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; choose one of {INDEX_KINDS}")
+    unknown = sorted(set(params) - set(BUILD_PARAMS[kind]))
+    if unknown:
+        raise ValueError(f"build_index({kind!r}) got unexpected parameters {unknown}; it takes {sorted(BUILD_PARAMS[kind])} "
+                         f"(search-time {list(RUNTIME_PARAMS)} go to search())")
+    xb = _rows(xb, "xb")
+    d = xb.shape[1]
+    if kind in TRAINED_KINDS:
+        if xtrain is None:
+            raise ValueError(
+                f"build_index({kind!r}) must be trained: pass xtrain=<learning-split descriptors>. "
+                f"It never trains on the database (xb); see Survey §2.1.2 and notebooks/08_indexing_and_efficiency"
+            )
+        if isinstance(xtrain, np.ndarray) and np.may_share_memory(xtrain, xb):
+            warnings.warn(f"build_index({kind!r}): xtrain shares memory with the database xb; "
+                          f"train on the learning split, not on the rows being searched", stacklevel=2)
+        xtrain = _rows(xtrain, "xtrain")
+        if xtrain.shape[1] != d:
+            raise ValueError(f"xtrain has {xtrain.shape[1]} columns, xb {d}")
+    ip = faiss.METRIC_INNER_PRODUCT
+
+    if kind == "exact":
+        return ExactIndex(xb, **params)
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, int(params.get("hnsw_M", DEFAULT_HNSW_M)), ip)
+        index.hnsw.efConstruction = int(params.get("efConstruction", DEFAULT_EF_CONSTRUCTION))
+    elif kind == "sq8":
+        index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, ip)
+    elif kind in ("ivf_flat", "ivf_pq"):
+        nlist = params.get("nlist") or _default_nlist(len(xb), len(xtrain))
+        if nlist > len(xtrain):
+            raise ValueError(f"build_index({kind!r}): nlist={nlist} lists need at least as many training rows, got {len(xtrain)}")
+        quantizer = faiss.IndexFlatIP(d)
+        if kind == "ivf_flat":
+            index = faiss.IndexIVFFlat(quantizer, d, int(nlist), ip)
+        else:
+            pq_bits = int(params.get("pq_bits", DEFAULT_PQ_BITS))
+            pq_m = _check_pq(d, params.get("pq_m"), pq_bits, len(xtrain), kind)
+            index = faiss.IndexIVFPQ(quantizer, d, int(nlist), pq_m, pq_bits, ip)
+            refine = params.get("refine")
+            if refine is not None:
+                if refine not in REFINE_KINDS:
+                    raise ValueError(f"refine must be one of {REFINE_KINDS} or None, got {refine!r}")
+                if refine == "flat":
+                    reranker = faiss.IndexFlatIP(d)
+                else:
+                    reranker = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, ip)
+                index = faiss.IndexRefine(index, reranker)
+    else:  # pca_pq
+        pca_dim = int(params.get("pca_dim") or d // 2)
+        if not 0 < pca_dim <= d:
+            raise ValueError(f"build_index('pca_pq'): pca_dim must be in 1..{d}, got {pca_dim}")
+        pq_bits = int(params.get("pq_bits", DEFAULT_PQ_BITS))
+        pq_m = _check_pq(pca_dim, params.get("pq_m"), pq_bits, len(xtrain), kind)
+        pca = faiss.PCAMatrix(d, pca_dim)
+        pq = faiss.IndexPQ(pca_dim, pq_m, pq_bits, faiss.METRIC_L2)
+        index = faiss.IndexPreTransform(pca, pq)
+    if kind in TRAINED_KINDS:
+        index.train(xtrain)
+    index.add(xb)
+    return index
+
+
+def _search_params(index, nprobe, efSearch, k_factor):
+    """faiss SearchParameters for this index (per call: the index itself is not modified)."""
+    import faiss
+
+    given = {name: v for name, v in (("nprobe", nprobe), ("efSearch", efSearch), ("k_factor", k_factor)) if v is not None}
+    base = faiss.downcast_index(index.base_index) if isinstance(index, faiss.IndexRefine) else index
+    is_ivf, is_hnsw = isinstance(base, faiss.IndexIVF), isinstance(base, faiss.IndexHNSW)
+    for name, ok in (("nprobe", is_ivf), ("efSearch", is_hnsw), ("k_factor", isinstance(index, faiss.IndexRefine))):
+        if name in given and not ok:
+            raise ValueError(f"{name} does not apply to a {type(index).__name__}")
+    if not given:
+        return None
+    base_params = None
+    if nprobe is not None:
+        base_params = faiss.SearchParametersIVF(nprobe=int(nprobe))
+    elif efSearch is not None:
+        base_params = faiss.SearchParametersHNSW(efSearch=int(efSearch))
+    if isinstance(index, faiss.IndexRefine):
+        refine = faiss.IndexRefineSearchParameters(k_factor=float(k_factor or index.k_factor))
+        if base_params is not None:
+            refine.base_index_params = base_params
+        # keep base_params alive as long as the refine parameters that point to it
+        return refine, base_params
+    return base_params, None
+
+
+def search(index, xq, k: int, *, nprobe: int | None = None, efSearch: int | None = None,
+           k_factor: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Search any :func:`build_index` index: ``(scores, ids)``, each queries × k, best first.
+
+    Run-time knobs, passed per call (the index is not modified): ``nprobe`` (IVF lists visited),
+    ``efSearch`` (HNSW beam width), ``k_factor`` (candidates re-ranked by ``refine``); a knob the
+    index does not have raises ``ValueError``. Scores are inner products; an L2 index
+    (``pca_pq``) has its squared distances turned into ``1 − d/2``, the inner product of unit rows.
+    Where an approximate index finds fewer than k results the rest have id −1. Tie order is
+    defined (lower id first) only for ``"exact"``.
+    """
+    xq = _rows(xq, "xq")
+    k = min(int(k), index.ntotal)
+    if k <= 0:
+        raise ValueError("k must be positive and the index non-empty")
+    if isinstance(index, ExactIndex):
+        if any(v is not None for v in (nprobe, efSearch, k_factor)):
+            raise ValueError("nprobe / efSearch / k_factor do not apply to the exact index")
+        return index.search(xq, k)
+    import faiss
+
+    if xq.shape[1] != index.d:
+        raise ValueError(f"queries have {xq.shape[1]} columns, the index {index.d}")
+    params = _search_params(index, nprobe, efSearch, k_factor)
+    scores, ids = index.search(xq, k) if params is None else index.search(xq, k, params=params[0])
+    if index.metric_type == faiss.METRIC_L2:
+        scores = 1 - scores / 2
+    return scores.astype(np.float32, copy=False), ids.astype(np.int64, copy=False)
+
+
+def index_bytes(index) -> int:
+    """The index's real size in bytes: its faiss serialisation (vectors, codes, ids, graph, centroids)."""
+    import faiss
+
+    if isinstance(index, ExactIndex):
+        return index.nbytes
+    if isinstance(index, faiss.IndexBinary):
+        return int(faiss.serialize_index_binary(index).nbytes)
+    return int(faiss.serialize_index(index).nbytes)
+
+
+def knn_recall(ids, ground_truth_ids, k: int | None = None) -> float:
+    """k-NN recall ("intersection" recall@k): mean over queries of ``|ids[:k] ∩ ground_truth[:k]| / k``."""
+    ids, gt = np.asarray(ids), np.asarray(ground_truth_ids)
+    k = min(ids.shape[1], gt.shape[1]) if k is None else int(k)
+    if ids.shape[1] < k or gt.shape[1] < k or len(ids) != len(gt):
+        raise ValueError(f"need ≥ {k} results for each of the same queries, got {ids.shape} and {gt.shape}")
+    found, truth = ids[:, :k], gt[:, :k]
+    hits = (found[:, :, None] == truth[:, None, :]).any(axis=2) & (found >= 0)
+    return float(hits.sum(axis=1).mean() / k)
+
+
+def measure_search(index, xq, k: int = 10, ground_truth_ids=None, *, single_queries: int = DEFAULT_SINGLE_QUERIES,
+                   repeats: int = 1, **runtime) -> dict:
+    """Time :func:`search` on a built index: batch and one-query-at-a-time ms per query, recall@k.
+
+    ``single_queries`` (the first ones of ``xq``) are searched one by one, as an interactive
+    system would; the batch time searches all of ``xq`` in one call (the best of ``repeats``).
+    Recall is None without ``ground_truth_ids``.
+    """
+    xq = _rows(xq, "xq")
+    batch_s = float("inf")
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        _, ids = search(index, xq, k, **runtime)
+        batch_s = min(batch_s, time.perf_counter() - start)
+    n_single = min(single_queries, len(xq))
+    start = time.perf_counter()
+    for i in range(n_single):
+        search(index, xq[i : i + 1], k, **runtime)
+    single_s = time.perf_counter() - start
+    return {
+        "ms_per_query_batch": 1e3 * batch_s / len(xq),
+        "ms_per_query_single": 1e3 * single_s / n_single if n_single else None,
+        "queries_per_s": len(xq) / batch_s if batch_s > 0 else float("inf"),
+        f"recall@{k}": None if ground_truth_ids is None else knn_recall(ids, ground_truth_ids, k),
+    }
+
+
+def measure(kind: str, xb, xq, xtrain=None, k: int = 10, ground_truth_ids=None, *,
+            single_queries: int = DEFAULT_SINGLE_QUERIES, repeats: int = 1, **params) -> dict:
+    """Build a ``kind`` index and measure it: one tidy row (a dict) in the spirit of Survey Table 2.1.
+
+    Fields: ``kind, n, d, k``, the parameters, ``build_s`` (train + add), ``bytes_per_vector``
+    (:func:`index_bytes` / N), ``ms_per_query_batch``, ``ms_per_query_single``, ``queries_per_s``
+    and ``recall@k`` against exact search (computed here with :func:`exact_search` unless
+    ``ground_truth_ids`` is given). ``params`` mixes build parameters (see :func:`build_index`)
+    and run-time ones (``nprobe``, ``efSearch``, ``k_factor``). Timings are wall clock on a
+    machine that may be shared: compare rows measured together.
+    """
+    xb, xq = _rows(xb, "xb"), _rows(xq, "xq")
+    runtime = {name: params.pop(name) for name in RUNTIME_PARAMS if name in params}
+    start = time.perf_counter()
+    index = build_index(kind, xb, xtrain=xtrain, **params)
+    build_s = time.perf_counter() - start
+    if ground_truth_ids is None:
+        ground_truth_ids = exact_search(xq, xb, k)[1]
+    row = {"kind": kind, "n": len(xb), "d": xb.shape[1], "k": k, **params, **runtime,
+           "build_s": build_s, "bytes_per_vector": index_bytes(index) / len(xb)}
+    row.update(measure_search(index, xq, k, ground_truth_ids, single_queries=single_queries, repeats=repeats, **runtime))
+    return row

@@ -1,0 +1,374 @@
+"""Deep hashing: a hash head on frozen pooled descriptors, its losses, regularisers and trainer.
+
+Survey §2.3.2.4 "Deep hash embedding": ``b = h(f(x; θ))`` (Eq. 2.12) with ``h`` relaxed to tanh
+for training and a sign at test time; (a) losses that preserve similarity (pairwise likelihood
+[112], class centres [111], Siamese/contrastive [114], triplet [51, 115, 116]) and (b)
+regularisers that improve code quality (bit balance ``b·1 = 0``, bit uncorrelation ``bbᵀ = I``),
+plus the quantisation loss of §2.1.2 challenge 3. Taught in notebooks/07_hashing.
+
+The head sees N×D pooled descriptors of a frozen backbone, so training takes seconds on a CPU.
+
+Notation for a batch: relaxed codes ``h = tanh(g(x)) ∈ (−1, 1)^{B×K}``, labels ``y``,
+``S_ij = 1[y_i = y_j]``, inner products ``⟨h_i, h_j⟩`` and the relaxed Hamming distance
+``d_ij = (K − ⟨h_i, h_j⟩) / 2`` (the exact Hamming distance for ±1 codes). Pair means run over
+``i ≠ j``. Every term is divided by ``K`` (or ``K²``) so weights do not depend on the code length.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import config, evaluate
+from .codes import pack_codes, to_bits
+
+DEFAULT_CONTRASTIVE_MARGIN = 0.5  # × K: dissimilar pairs are pushed to Hamming distance ≥ K/2
+DEFAULT_TRIPLET_MARGIN = 0.25  # × K
+BCE_EPS = 1e-6
+INFERENCE_BATCH = 8192
+
+
+# --------------------------------------------------------------------------- the head
+class HashHead(nn.Module):
+    """``x ↦ tanh(g((x − shift) / scale))``: a linear layer (``hidden=None``) or a one-hidden-layer MLP, then tanh.
+
+    ``shift`` and ``scale`` are buffers (saved with the weights), identity by default;
+    :class:`DeepHash` sets them from the learning rows. Pooled CNN descriptors are non-negative
+    and L2-normalised, so all rows share one dominant direction and entries of ~1/√D: without
+    centring and scaling, a fresh layer maps every row to nearly the same small code and tanh
+    starts in the regime where similarity losses have tiny gradients.
+    """
+
+    def __init__(self, in_dim: int, n_bits: int, hidden: int | None = None, dropout: float = 0.0):
+        super().__init__()
+        self.in_dim, self.n_bits, self.hidden = in_dim, n_bits, hidden
+        self.register_buffer("shift", torch.zeros(in_dim))
+        self.register_buffer("scale", torch.ones(()))
+        layers: list[nn.Module] = []
+        if hidden is not None:
+            layers += [nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout)]
+        layers.append(nn.Linear(hidden or in_dim, n_bits))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.body((x - self.shift) / self.scale))
+
+    def extra_repr(self) -> str:
+        return f"in_dim={self.in_dim}, n_bits={self.n_bits}, hidden={self.hidden}"
+
+
+# --------------------------------------------------------------------------- losses (pure functions)
+def _similarity(labels: torch.Tensor) -> torch.Tensor:
+    return (labels[:, None] == labels[None, :]).float()
+
+
+def _off_diagonal(n: int, device) -> torch.Tensor:
+    return ~torch.eye(n, dtype=torch.bool, device=device)
+
+
+def relaxed_hamming(h: torch.Tensor) -> torch.Tensor:
+    """``d_ij = (K − ⟨h_i, h_j⟩) / 2``: the Hamming distance for ±1 codes, smooth in between."""
+    return (h.shape[1] - h @ h.T) / 2
+
+
+def pairwise_likelihood_loss(h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """DPSH (Li et al. 2016): ``mean_{i≠j} [log(1 + e^{θ_ij}) − S_ij θ_ij] / K`` with ``θ_ij = ⟨h_i, h_j⟩ / 2``.
+
+    The negative log-likelihood of the pair labels under ``P(S_ij = 1) = σ(θ_ij)``.
+    """
+    theta = h @ h.T / 2
+    nll = nn.functional.softplus(theta) - _similarity(labels) * theta
+    return nll[_off_diagonal(len(h), h.device)].mean() / h.shape[1]
+
+
+def contrastive_hamming_loss(h: torch.Tensor, labels: torch.Tensor, margin: float = DEFAULT_CONTRASTIVE_MARGIN) -> torch.Tensor:
+    """Siamese loss in Hamming space (DSH, Liu et al. 2016; Survey Eq. 2.16 with D = Hamming):
+    ``mean_{i≠j} [S_ij d_ij + (1 − S_ij) max(0, m − d_ij)] / K`` with ``m = margin · K``."""
+    k = h.shape[1]
+    d = relaxed_hamming(h)
+    s = _similarity(labels)
+    per_pair = s * d + (1 - s) * torch.clamp(margin * k - d, min=0)
+    return per_pair[_off_diagonal(len(h), h.device)].mean() / k
+
+
+def triplet_hamming_loss(h: torch.Tensor, labels: torch.Tensor, margin: float = DEFAULT_TRIPLET_MARGIN) -> torch.Tensor:
+    """Triplet loss in Hamming space over all valid batch triplets (Survey Eq. 2.17):
+    ``mean_{(a,p,n)} max(0, d_ap − d_an + m) / K`` with ``m = margin · K``, ``y_a = y_p ≠ y_n``, ``a ≠ p``.
+
+    A batch without a valid triplet contributes 0.
+    """
+    k = h.shape[1]
+    d = relaxed_hamming(h)
+    s = _similarity(labels).bool()
+    positive = s & _off_diagonal(len(h), h.device)
+    valid = positive[:, :, None] & ~s[:, None, :]  # [a, p, n]
+    if not valid.any():
+        return h.sum() * 0.0
+    violation = torch.clamp(d[:, :, None] - d[:, None, :] + margin * k, min=0)
+    return violation[valid].mean() / k
+
+
+def center_loss(h: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """Central similarity (CSQ, Yuan et al. 2020): binary cross-entropy between each relaxed bit and
+    the bit of its class's hash centre, ``−mean_{i,k} [c'_k log h'_ik + (1 − c'_k) log(1 − h'_ik)]``
+    with ``h' = (h + 1)/2``, ``c' = (c_{y_i} + 1)/2``. ``labels`` index rows of ``centers`` (C×K, ±1)."""
+    target = (centers[labels] + 1) / 2
+    prob = ((h + 1) / 2).clamp(BCE_EPS, 1 - BCE_EPS)
+    return nn.functional.binary_cross_entropy(prob, target)
+
+
+def quantization_penalty(h: torch.Tensor) -> torch.Tensor:
+    """``‖h − sign(h)‖²_F / (B·K) = mean (|h| − 1)²``: the gap between relaxed codes and their signs."""
+    return ((h.abs() - 1) ** 2).mean()
+
+
+def balance_penalty(h: torch.Tensor) -> torch.Tensor:
+    """Bit balance ``b·1 = 0`` (over the batch): ``‖mean_i h_i‖² / K``, 0 when every bit averages 0."""
+    return (h.mean(dim=0) ** 2).mean()
+
+
+def decorrelation_penalty(h: torch.Tensor) -> torch.Tensor:
+    """Bit uncorrelation ``bbᵀ = I`` (over the batch): ``‖(1/B) hᵀh − I‖²_F / K²``."""
+    k = h.shape[1]
+    gram = h.T @ h / len(h)
+    return ((gram - torch.eye(k, device=h.device, dtype=h.dtype)) ** 2).mean()
+
+
+LOSSES = {
+    "pairwise": pairwise_likelihood_loss,
+    "contrastive": contrastive_hamming_loss,
+    "triplet": triplet_hamming_loss,
+    "center": center_loss,
+}
+
+
+def _sylvester_hadamard(n: int) -> np.ndarray:
+    H = np.ones((1, 1))
+    while len(H) < n:
+        H = np.block([[H, H], [H, -H]])
+    return H
+
+
+def hash_centers(n_classes: int, n_bits: int, kind: str = "hadamard", seed: int = 0) -> np.ndarray:
+    """``n_classes × n_bits`` ±1 class centres (CSQ).
+
+    ``"hadamard"``: rows of a Sylvester Hadamard matrix ``H`` (then of ``−H``) when ``n_bits`` is a
+    power of two and ``n_classes ≤ 2·n_bits`` — any two centres are at Hamming distance ``K/2``
+    (or ``K`` for ``±`` the same row). Otherwise, and for ``"random"``, each bit is ±1 with
+    probability ½ (expected distance ``K/2``), drawn from ``seed``.
+    """
+    power_of_two = n_bits & (n_bits - 1) == 0
+    if kind == "hadamard" and power_of_two and n_classes <= 2 * n_bits:
+        H = _sylvester_hadamard(n_bits)
+        return np.concatenate([H, -H])[:n_classes].astype(np.float32)
+    if kind not in ("hadamard", "random"):
+        raise ValueError(f"unknown centre kind {kind!r}; choose 'hadamard' or 'random'")
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random((n_classes, n_bits)) < 0.5, -1.0, 1.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- validation score
+def hamming_leave_one_out_map(codes, labels) -> float:
+    """Finite-sum mAP (the hashing literature's) when every code queries all the others by Hamming
+    distance, itself excluded; ties in distance keep the lower row first.
+
+    Builds the full M×M distance matrix: keep validation sets to a few thousand rows."""
+    B = np.asarray(codes, dtype=np.float32)
+    labels = np.asarray(labels).ravel()
+    dist = (B.shape[1] - B @ B.T) / 2
+    ids = np.argsort(dist, axis=1, kind="stable")
+    gnd = [(np.flatnonzero(labels == labels[i]), np.array([i])) for i in range(len(labels))]
+    return evaluate.mean_ap(ids, gnd, mode="finite")
+
+
+# --------------------------------------------------------------------------- trainer
+def _as_float_rows(X, name: str) -> np.ndarray:
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D descriptor rows (N×D), got shape {X.shape}")
+    return X
+
+
+def _as_labels(labels, n: int, name: str) -> np.ndarray:
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    labels = np.asarray(labels).ravel()
+    if len(labels) != n:
+        raise ValueError(f"{name} has {len(labels)} entries for {n} rows")
+    return labels
+
+
+class DeepHash:
+    """A hash head trained on frozen descriptors; ``fit`` / ``transform`` like scikit-learn.
+
+    ``loss``: ``"pairwise"`` (DPSH likelihood), ``"contrastive"`` (Hamming Siamese), ``"triplet"``
+    or ``"center"`` (CSQ class centres); see the functions of this module for the exact formulas.
+    The training objective is ``loss + quantization·quantization_penalty + balance·balance_penalty
+    + decorrelation·decorrelation_penalty``, all on the batch's relaxed (tanh) codes.
+
+    ``hidden=None`` is a linear head, an int a one-hidden-layer MLP. ``standardize=True`` centres
+    and scales the head's input with learning-split statistics (see :class:`HashHead`).
+    ``margin`` (× K) is for the contrastive and triplet losses; ``centers`` is ``"hadamard"`` or
+    ``"random"`` (:func:`hash_centers`) for the centre loss.
+
+    ``fit(X, labels, X_val=None, labels_val=None)``: all four come from the LEARNING split (the
+    caller carves validation classes or rows out of it; test data is never passed here).
+    ``history_`` has one row per epoch (``train_loss``, each term, ``val_mAP`` — the Hamming
+    leave-one-out mAP of the validation codes, or None without validation). With validation the
+    epoch with the best ``val_mAP`` is kept (``best_epoch_``, earliest on ties); without it, the
+    last epoch. Training is seeded (weights, shuffling) without touching the global RNG state.
+
+    ``transform(X)`` gives ``±1`` int8 codes (``sign``, 0 ↦ +1), ``as_bits=True`` ``0/1``;
+    ``relaxed(X)`` the tanh outputs; ``encode(X)`` packed codes for Hamming search.
+    """
+
+    def __init__(
+        self,
+        n_bits: int = 64,
+        loss: str = "pairwise",
+        *,
+        quantization: float = 0.1,
+        balance: float = 0.0,
+        decorrelation: float = 0.0,
+        hidden: int | None = None,
+        standardize: bool = True,
+        margin: float | None = None,
+        centers: str = "hadamard",
+        epochs: int = 20,
+        lr: float = 1e-3,
+        batch_size: int = 128,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        device="auto",
+        progress: bool | None = None,
+    ):
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
+        if margin is not None and loss not in ("contrastive", "triplet"):
+            raise ValueError(f"margin applies to the contrastive and triplet losses, not {loss!r}")
+        self.n_bits, self.loss = int(n_bits), loss
+        self.quantization, self.balance, self.decorrelation = quantization, balance, decorrelation
+        self.hidden, self.standardize, self.margin, self.centers = hidden, standardize, margin, centers
+        self.epochs, self.lr, self.batch_size, self.weight_decay = epochs, lr, batch_size, weight_decay
+        self.seed, self.device, self.progress = seed, device, progress
+
+    def __repr__(self):
+        return f"DeepHash(n_bits={self.n_bits}, loss={self.loss!r}, quantization={self.quantization}, " \
+               f"balance={self.balance}, decorrelation={self.decorrelation}, epochs={self.epochs})"
+
+    # -- training
+    def _terms(self, h: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.loss == "center":
+            similarity = center_loss(h, y, self.centers_t_)
+        elif self.margin is not None:
+            similarity = LOSSES[self.loss](h, y, self.margin)
+        else:
+            similarity = LOSSES[self.loss](h, y)
+        terms = {"similarity": similarity}
+        for name, weight, penalty in (
+            ("quantization", self.quantization, quantization_penalty),
+            ("balance", self.balance, balance_penalty),
+            ("decorrelation", self.decorrelation, decorrelation_penalty),
+        ):
+            terms[name] = penalty(h)
+            terms[f"{name}_weighted"] = weight * terms[name]
+        return terms
+
+    def fit(self, X, labels, X_val=None, labels_val=None) -> "DeepHash":
+        from tqdm.auto import trange
+
+        x_np = _as_float_rows(X, "X")
+        self.classes_, y_np = np.unique(_as_labels(labels, len(x_np), "labels"), return_inverse=True)
+        if (X_val is None) != (labels_val is None):
+            raise ValueError("pass both X_val and labels_val (a validation part of the learning split) or neither")
+        if X_val is not None:
+            x_val = _as_float_rows(X_val, "X_val")
+            y_val = _as_labels(labels_val, len(x_val), "labels_val")
+        device = config.device(self.device)
+        self.n_features_in_ = x_np.shape[1]
+        cuda_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_ids):
+            torch.manual_seed(self.seed)
+            self.head_ = HashHead(x_np.shape[1], self.n_bits, self.hidden).to(device)
+            if self.standardize:
+                # learning-split statistics: centre, then one global scale (mean squared entry 1)
+                centred = x_np - x_np.mean(axis=0)
+                self.head_.shift.copy_(torch.as_tensor(x_np.mean(axis=0)))
+                self.head_.scale.fill_(float(np.sqrt((centred**2).mean())) or 1.0)
+            generator = torch.Generator().manual_seed(self.seed)
+            self.centers_ = hash_centers(len(self.classes_), self.n_bits, self.centers, self.seed)
+            self.centers_t_ = torch.as_tensor(self.centers_, device=device)
+            x = torch.as_tensor(x_np, device=device)
+            y = torch.as_tensor(y_np, device=device)
+            opt = torch.optim.Adam(self.head_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            self.history_ = []
+            best_map, best_state = -np.inf, None
+            for epoch in trange(self.epochs, desc=f"hash {self.n_bits} bits", disable=not self.progress):
+                self.head_.train()
+                order = torch.randperm(len(x), generator=generator).to(device)
+                sums: dict[str, float] = {}
+                for start in range(0, len(x), self.batch_size):
+                    batch = order[start : start + self.batch_size]
+                    terms = self._terms(self.head_(x[batch]), y[batch])
+                    total = terms["similarity"] + terms["quantization_weighted"] + terms["balance_weighted"] \
+                        + terms["decorrelation_weighted"]
+                    opt.zero_grad()
+                    total.backward()
+                    opt.step()
+                    for name, value in [("train_loss", total), *terms.items()]:
+                        if not name.endswith("_weighted"):
+                            sums[name] = sums.get(name, 0.0) + value.item() * len(batch)
+                record = {"epoch": epoch + 1, **{name: value / len(x) for name, value in sums.items()}, "val_mAP": None}
+                if X_val is not None:
+                    record["val_mAP"] = hamming_leave_one_out_map(self.transform(x_val), y_val)
+                    if record["val_mAP"] > best_map:
+                        best_map, best_state = record["val_mAP"], copy.deepcopy(self.head_.state_dict())
+                        self.best_epoch_ = epoch + 1
+                self.history_.append(record)
+        if best_state is not None:
+            self.head_.load_state_dict(best_state)
+            self.best_val_map_ = best_map
+        else:
+            self.best_epoch_, self.best_val_map_ = self.epochs, None
+        for record in self.history_:
+            record["kept"] = record["epoch"] == self.best_epoch_
+        return self
+
+    # -- inference
+    def relaxed(self, X) -> np.ndarray:
+        """The tanh outputs (``N×n_bits`` float32 in ``(−1, 1)``)."""
+        if not hasattr(self, "head_"):
+            raise RuntimeError("DeepHash is not fitted: call fit(X_learn, labels_learn) first")
+        x_np = _as_float_rows(X, "X")
+        if x_np.shape[1] != self.n_features_in_:
+            raise ValueError(f"DeepHash was fitted on {self.n_features_in_}-D rows, got {x_np.shape[1]}-D")
+        was_training = self.head_.training
+        self.head_.eval()
+        device = next(self.head_.parameters()).device
+        out = np.empty((len(x_np), self.n_bits), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(x_np), INFERENCE_BATCH):
+                chunk = torch.as_tensor(x_np[start : start + INFERENCE_BATCH], device=device)
+                out[start : start + len(chunk)] = self.head_(chunk).cpu().numpy()
+        self.head_.train(was_training)
+        return out
+
+    def transform(self, X, *, as_bits: bool = False) -> np.ndarray:
+        """Binary codes: ``sign`` of the relaxed codes as ±1 int8 (0 ↦ +1), or 0/1 with ``as_bits=True``."""
+        codes = np.where(self.relaxed(X) >= 0, 1, -1).astype(np.int8)
+        return to_bits(codes) if as_bits else codes
+
+    def encode(self, X) -> np.ndarray:
+        """Packed codes for :func:`retrievalkit.hashing.search.hamming_search`."""
+        return pack_codes(self.transform(X))
+
+
+__all__ = [
+    "HashHead", "DeepHash", "LOSSES", "hash_centers", "relaxed_hamming",
+    "pairwise_likelihood_loss", "contrastive_hamming_loss", "triplet_hamming_loss", "center_loss",
+    "quantization_penalty", "balance_penalty", "decorrelation_penalty", "hamming_leave_one_out_map",
+]

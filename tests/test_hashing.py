@@ -1,0 +1,339 @@
+"""Hashing (retrievalkit.hashing): ITQ / PCA-sign / LSH, packing, code diagnostics, Hamming search, deep hashing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from retrievalkit import hashing as H
+from retrievalkit.hashing import deep as Dp
+from retrievalkit.hashing import search as S
+
+
+def anisotropic(n, d=24, seed=0):
+    """Rows with a decaying PCA spectrum: the case where ITQ's rotation pays off over PCA-sign."""
+    rng = np.random.default_rng(seed)
+    mix = np.linalg.qr(np.random.default_rng(7).normal(size=(d, d)))[0]
+    return (rng.normal(size=(n, d)) * np.linspace(4, 0.3, d) @ mix + 2.0).astype(np.float32)
+
+
+def hadamard(n):
+    h = np.ones((1, 1), dtype=np.int8)
+    while len(h) < n:
+        h = np.block([[h, h], [h, -h]])
+    return h
+
+
+def skewed_classes(seed, d=32, sizes=(200,) + (25,) * 8, spread=0.6):
+    """ReLU-like (non-negative, L2-normalised) descriptors of 9 classes, one of them as big as the rest."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).normal(size=(len(sizes), d))
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    X = np.abs(centres[labels] + spread * rng.normal(size=(len(labels), d)))
+    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32), labels
+
+
+# --------------------------------------------------------------------------- ITQ, PCA-sign, LSH
+def test_itq_rotation_is_orthogonal_and_loss_never_increases():
+    X = anisotropic(1500)
+    itq = H.ITQ(16, n_iter=30, seed=3).fit(X)
+    R = itq.rotation_
+    np.testing.assert_allclose(R.T @ R, np.eye(16), atol=1e-10)
+    loss = itq.loss_history_
+    assert len(loss) == 31
+    assert np.all(np.diff(loss) <= 1e-9 * loss[0]), "quantisation loss went up"
+    assert loss[-1] < loss[0]
+    # the recorded loss is ‖B − VR‖² with B = sign(VR): recompute it from the fitted model
+    V = itq.pca_.transform(X.astype(np.float64))
+    B = itq.transform(X).astype(np.float64)
+    assert np.sum((B - V @ R) ** 2) == pytest.approx(itq.quantization_loss_, rel=1e-9)
+    assert itq.quantization_loss_ <= loss[-1] + 1e-9
+
+
+def test_itq_quantisation_loss_beats_pca_sign():
+    X = anisotropic(1500)
+    pca_sign = H.PCASign(16).fit(X)
+    itq = H.ITQ(16, seed=0).fit(X)
+    assert itq.quantization_loss_ < pca_sign.quantization_loss_
+    # PCA-sign is ITQ with R = I: same PCA, so its loss is the identity-rotation loss
+    V = pca_sign.pca_.transform(X.astype(np.float64))
+    assert H.quantization_loss(V) == pytest.approx(pca_sign.quantization_loss_)
+
+
+@pytest.mark.parametrize("cls", [H.ITQ, H.PCASign])
+def test_more_bits_than_the_learning_rank_is_a_clear_error(cls):
+    X = anisotropic(10, d=24)  # 10 centred rows have rank 9
+    with pytest.raises(ValueError, match="n_bits=16"):
+        cls(16).fit(X)
+    cls(8).fit(X)
+
+
+def test_codes_shapes_dtypes_and_packing_match_transform():
+    X_learn, X_test = anisotropic(600, seed=0), anisotropic(50, seed=1)
+    for enc in (H.LSH(13, seed=1), H.PCASign(13), H.ITQ(13, n_iter=5)):
+        enc.fit(X_learn)
+        signs, bits = enc.transform(X_test), enc.transform(X_test, as_bits=True)
+        assert signs.dtype == np.int8 and signs.shape == (50, 13) and set(np.unique(signs)) <= {-1, 1}
+        assert bits.dtype == np.uint8 and set(np.unique(bits)) <= {0, 1}
+        np.testing.assert_array_equal(bits, (signs > 0).astype(np.uint8))
+        packed = enc.encode(X_test)
+        assert packed.shape == (50, 2) and packed.dtype == np.uint8
+        np.testing.assert_array_equal(H.unpack_codes(packed, 13), signs)
+
+
+def test_transform_does_not_learn_from_the_data_it_encodes():
+    X_learn, X_test = anisotropic(600, seed=0), anisotropic(300, seed=5) * 3
+    itq = H.ITQ(8, n_iter=10).fit(X_learn)
+    before = (itq.rotation_.copy(), itq.pca_.mean_.copy(), itq.loss_history_.copy())
+    itq.transform(X_test)
+    itq.encode(X_test)
+    for a, b in zip(before, (itq.rotation_, itq.pca_.mean_, itq.loss_history_)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="not fitted"):
+        H.ITQ(8).transform(X_test)
+
+
+def test_lsh_through_the_learning_mean_balances_bits_of_relu_like_features():
+    X, _ = skewed_classes(0)
+    centred = H.LSH(64, center=True, seed=0).fit(X).transform(X)
+    origin = H.LSH(64, center=False, seed=0).fit(X).transform(X)
+    assert H.bit_balance(centred).mean() < 0.5 * H.bit_balance(origin).mean()
+    # more hyperplanes than dimensions is allowed for LSH (random, not PCA-limited)
+    assert H.LSH(64, seed=0).fit(X[:, :8]).transform(X[:, :8]).shape == (len(X), 64)
+
+
+# --------------------------------------------------------------------------- packing
+def test_packing_round_trips_and_has_the_documented_bit_order():
+    rng = np.random.default_rng(0)
+    signs = np.where(rng.random((30, 21)) < 0.5, -1, 1).astype(np.int8)
+    packed = H.pack_codes(signs)
+    assert packed.shape == (30, 3)
+    np.testing.assert_array_equal(H.unpack_codes(packed, 21), signs)
+    np.testing.assert_array_equal(H.unpack_codes(packed, 21, as_bits=True), H.to_bits(signs))
+    np.testing.assert_array_equal(H.pack_codes(H.to_bits(signs)), packed)
+    # bit j → byte j // 8, bit 7 − j % 8 (most significant first); padding bits are 0
+    one_hot = -np.ones((2, 10), np.int8)
+    one_hot[0, 0], one_hot[1, 9] = 1, 1
+    assert H.pack_codes(one_hot).tolist() == [[0b10000000, 0], [0, 0b01000000]]
+    with pytest.raises(ValueError, match="±1"):
+        H.pack_codes(np.array([[0, 2, 1]]))
+
+
+# --------------------------------------------------------------------------- metrics
+def test_hadamard_codes_are_balanced_and_uncorrelated():
+    codes = hadamard(16)[:, 1:]  # drop the all-ones column: 15 balanced, pairwise orthogonal bits
+    np.testing.assert_array_equal(H.bit_balance(codes), 0)
+    np.testing.assert_array_equal(H.fraction_of_ones(codes), 0.5)
+    np.testing.assert_allclose(H.bit_correlation(codes), np.eye(15), atol=1e-12)
+    np.testing.assert_allclose(H.bit_correlation(codes, centered=False), np.eye(15), atol=1e-12)  # bbᵀ = I
+    assert H.mean_abs_correlation(codes) == pytest.approx(0, abs=1e-12)
+    np.testing.assert_allclose(H.bit_entropy(codes), 1.0)
+    # the same codes as 0/1 bits give the same diagnostics
+    np.testing.assert_allclose(H.bit_correlation(H.to_bits(codes)), np.eye(15), atol=1e-12)
+
+
+def test_constant_and_duplicated_bits_are_flagged():
+    codes = hadamard(8)[:, 1:4]
+    constant = np.ones((8, 1), np.int8)
+    imbalanced = np.array([[1], [1], [1], [1], [1], [1], [-1], [-1]], np.int8)  # 3/4 ones
+    codes = np.hstack([codes, codes[:, :1], constant, imbalanced])  # bit 3 duplicates bit 0
+    balance = H.bit_balance(codes)
+    np.testing.assert_allclose(balance, [0, 0, 0, 0, 1, 0.5])
+    np.testing.assert_allclose(H.bit_entropy(codes)[4:], [0, -(0.75 * np.log2(0.75) + 0.25 * np.log2(0.25))])
+    C = H.bit_correlation(codes)
+    assert C[0, 3] == pytest.approx(1) and C[4, :4].tolist() == [0, 0, 0, 0] and C[4, 4] == 1
+    report = H.code_report(codes)
+    assert report["max_balance"] == 1 and report["mean_balance"] == pytest.approx(1.5 / 6)
+
+
+def test_correlation_matches_numpy_corrcoef():
+    rng = np.random.default_rng(1)
+    base = rng.random((500, 1)) < 0.5
+    bits = ((rng.random((500, 6)) < 0.2) ^ base).astype(np.uint8)  # correlated through `base`
+    np.testing.assert_allclose(H.bit_correlation(bits), np.corrcoef(bits.T.astype(float)), atol=1e-12)
+    off = ~np.eye(6, dtype=bool)
+    assert H.mean_abs_correlation(bits) == pytest.approx(np.abs(np.corrcoef(bits.T.astype(float))[off]).mean())
+    assert H.mean_abs_correlation(bits) > 0.2
+
+
+# --------------------------------------------------------------------------- Hamming search
+def random_packed(n, n_bits, seed):
+    return H.pack_codes(np.random.default_rng(seed).integers(0, 2, (n, n_bits)))
+
+
+def test_faiss_hamming_distances_equal_numpy_popcount():
+    db, q = random_packed(700, 64, 0), random_packed(9, 64, 1)
+    ref = H.hamming_distances(q, db)
+    explicit = np.array([[bin(int.from_bytes(a.tobytes(), "big") ^ int.from_bytes(b.tobytes(), "big")).count("1")
+                          for b in db] for a in q])
+    np.testing.assert_array_equal(ref, explicit)
+    dist, ids = H.hamming_search(db, q, k=len(db))
+    np.testing.assert_array_equal(np.take_along_axis(ref, ids, 1), dist)
+    assert np.all(np.diff(dist, axis=1) >= 0)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_tie_order_is_distance_then_lower_id(kind):
+    # 12-bit codes over 2,000 rows: every distance is shared by many rows, at the k-th one too
+    rng = np.random.default_rng(2)
+    signs = np.where(rng.random((2000, 12)) < 0.5, -1, 1)
+    db, q = H.pack_codes(signs), H.pack_codes(np.where(rng.random((30, 12)) < 0.5, -1, 1))
+    index = H.binary_index(db, kind, train_codes=random_packed(500, 12, 3) if kind == "ivf" else None, nlist=8)
+    dist, ids = H.hamming_search(index, q, k=37, nprobe=8 if kind == "ivf" else None)
+    ref_d, ref_i = H.hamming_search_numpy(db, q, 37)
+    np.testing.assert_array_equal(dist, ref_d)
+    np.testing.assert_array_equal(ids, ref_i)
+    # identical codes: ids come back in database order
+    same = np.repeat(db[:1], 50, axis=0)
+    assert H.hamming_search(same, db[:1], 10)[1].tolist() == [list(range(10))]
+    # signed codes are accepted with packed=False
+    np.testing.assert_array_equal(H.hamming_search(signs, signs[:3], 5, packed=False)[1][:, 0], [0, 1, 2])
+
+
+def test_hamming_search_input_checks():
+    with pytest.raises(ValueError, match="packed codes"):
+        H.hamming_search(np.ones((4, 16), np.int8), np.ones((1, 16), np.int8), 2)
+    with pytest.raises(ValueError, match="train_codes"):
+        H.binary_index(random_packed(100, 32, 0), "ivf")
+    with pytest.raises(ValueError, match="nprobe"):
+        H.hamming_search(random_packed(100, 32, 0), random_packed(2, 32, 1), 5, nprobe=4)
+
+
+# --------------------------------------------------------------------------- deep hashing: losses
+def test_losses_match_explicit_loops_on_small_batches():
+    torch.manual_seed(0)
+    h = torch.tanh(torch.randn(7, 6, dtype=torch.float64))
+    y = torch.tensor([0, 0, 1, 1, 1, 2, 0])
+    K, n = 6, 7
+    pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
+    d = lambda i, j: (K - float(h[i] @ h[j])) / 2  # noqa: E731
+    sim = lambda i, j: float(y[i] == y[j])  # noqa: E731
+    theta = lambda i, j: float(h[i] @ h[j]) / 2  # noqa: E731
+    dpsh = np.mean([np.log1p(np.exp(theta(i, j))) - sim(i, j) * theta(i, j) for i, j in pairs]) / K
+    assert float(Dp.pairwise_likelihood_loss(h, y)) == pytest.approx(dpsh)
+    m = 0.5 * K
+    contrastive = np.mean([sim(i, j) * d(i, j) + (1 - sim(i, j)) * max(0, m - d(i, j)) for i, j in pairs]) / K
+    assert float(Dp.contrastive_hamming_loss(h, y, 0.5)) == pytest.approx(contrastive)
+    triplets = [(a, p, q) for a in range(n) for p in range(n) for q in range(n)
+                if a != p and y[a] == y[p] and y[a] != y[q]]
+    triplet = np.mean([max(0, d(a, p) - d(a, q) + 0.25 * K) for a, p, q in triplets]) / K
+    assert float(Dp.triplet_hamming_loss(h, y, 0.25)) == pytest.approx(triplet)
+    # on ±1 codes the relaxed distance is the Hamming distance
+    b = torch.sign(h)
+    np.testing.assert_array_equal(Dp.relaxed_hamming(b).numpy(), (b[:, None] != b[None]).sum(-1).numpy())
+    assert float(Dp.quantization_penalty(b)) == 0 and float(Dp.quantization_penalty(h)) > 0
+
+
+def test_regularisers_vanish_on_balanced_orthogonal_codes():
+    codes = torch.tensor(hadamard(16)[:, 1:], dtype=torch.float32)
+    assert float(Dp.balance_penalty(codes)) == 0
+    assert float(Dp.decorrelation_penalty(codes)) == pytest.approx(0, abs=1e-12)
+    constant = torch.ones(16, 15)
+    assert float(Dp.balance_penalty(constant)) == 1
+    assert float(Dp.decorrelation_penalty(constant)) == pytest.approx((15 * 15 - 15) / 15**2)
+
+
+def test_hash_centres_and_centre_loss():
+    C = Dp.hash_centers(10, 16)
+    dist = (16 - C @ C.T) / 2
+    off = ~np.eye(10, dtype=bool)
+    assert set(np.unique(dist[off])) <= {8.0, 16.0}  # Hadamard rows: K/2 apart (K for ±row)
+    random = Dp.hash_centers(5, 12, seed=1)  # 12 is not a power of two → random ±1 centres
+    assert random.shape == (5, 12) and set(np.unique(random)) == {-1.0, 1.0}
+    labels = torch.tensor([0, 3, 3])
+    centres = torch.as_tensor(C)
+    near = Dp.center_loss(0.99 * centres[labels], labels, centres)
+    far = Dp.center_loss(-0.99 * centres[labels], labels, centres)
+    assert float(near) < 0.02 < 4 < float(far)
+
+
+# --------------------------------------------------------------------------- deep hashing: training
+EPOCHS = 8
+TRAIN_KW = dict(epochs=EPOCHS, batch_size=64, lr=1e-2, seed=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def learning_split():
+    """Training and validation parts of a LEARNING split (the test split is never built here)."""
+    X, y = skewed_classes(0)
+    X_val, y_val = skewed_classes(1)
+    return X, y, X_val, y_val
+
+
+@pytest.fixture(scope="module")
+def plain(learning_split):
+    return Dp.DeepHash(16, "pairwise", **TRAIN_KW).fit(*learning_split)
+
+
+def test_training_loss_decreases_and_codes_are_binary(plain, learning_split):
+    losses = [r["train_loss"] for r in plain.history_]
+    assert losses[-1] < 0.8 * losses[0]
+    X_val = learning_split[2]
+    codes = plain.transform(X_val)
+    assert codes.dtype == np.int8 and codes.shape == (len(X_val), 16) and set(np.unique(codes)) == {-1, 1}
+    np.testing.assert_array_equal(plain.transform(X_val, as_bits=True), (codes > 0).astype(np.uint8))
+    np.testing.assert_array_equal(plain.encode(X_val), H.pack_codes(codes))
+    relaxed = plain.relaxed(X_val)
+    assert np.all(np.abs(relaxed) < 1) and np.array_equal(np.where(relaxed >= 0, 1, -1), codes)
+    assert plain.best_val_map_ > 0.6  # far above chance (~0.3 here): the codes keep the classes apart
+
+
+def test_balance_regulariser_balances_bits(plain, learning_split):
+    balanced = Dp.DeepHash(16, "pairwise", balance=1.0, **TRAIN_KW).fit(*learning_split)
+    X_val = learning_split[2]
+    before = H.bit_balance(plain.transform(X_val)).mean()
+    after = H.bit_balance(balanced.transform(X_val)).mean()
+    assert after < 0.6 * before
+
+
+def test_decorrelation_regulariser_lowers_bit_correlation(plain, learning_split):
+    decorrelated = Dp.DeepHash(16, "pairwise", decorrelation=1.0, **TRAIN_KW).fit(*learning_split)
+    X_val = learning_split[2]
+    before = H.mean_abs_correlation(plain.transform(X_val))
+    after = H.mean_abs_correlation(decorrelated.transform(X_val))
+    assert after < 0.7 * before
+
+
+def test_best_epoch_is_chosen_on_validation_only(plain, learning_split):
+    X, y, X_val, y_val = learning_split
+    val = [r["val_mAP"] for r in plain.history_]
+    assert len(val) == EPOCHS and all(v is not None for v in val)
+    assert plain.best_epoch_ == int(np.argmax(val)) + 1  # earliest best epoch
+    assert [r["kept"] for r in plain.history_].count(True) == 1
+    assert plain.history_[plain.best_epoch_ - 1]["kept"]
+    # the kept model is the best-validation one: recomputing its validation mAP gives the maximum
+    assert Dp.hamming_leave_one_out_map(plain.transform(X_val), y_val) == pytest.approx(max(val))
+    # without validation nothing is selected: the last epoch is kept
+    last = Dp.DeepHash(16, "pairwise", **{**TRAIN_KW, "epochs": 2}).fit(X, y)
+    assert last.best_epoch_ == 2 and last.history_[-1]["val_mAP"] is None
+    with pytest.raises(ValueError, match="both X_val and labels_val"):
+        Dp.DeepHash(16, **TRAIN_KW).fit(X, y, X_val)
+
+
+def test_training_is_seeded_and_leaves_the_global_rng_alone(plain, learning_split):
+    X, y, X_val, y_val = learning_split
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    again = Dp.DeepHash(16, "pairwise", **TRAIN_KW).fit(X, y, X_val, y_val)
+    assert torch.equal(torch.rand(3), expected)
+    np.testing.assert_array_equal(again.transform(X_val), plain.transform(X_val))
+    other = Dp.DeepHash(16, "pairwise", **{**TRAIN_KW, "seed": 1, "epochs": 1}).fit(X, y)
+    assert not np.array_equal(other.transform(X_val), plain.transform(X_val))
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "triplet", "center"])
+def test_every_loss_trains(loss, learning_split):
+    X, y, X_val, y_val = learning_split
+    model = Dp.DeepHash(16, loss, **{**TRAIN_KW, "epochs": 4}).fit(X, y, X_val, y_val)
+    assert model.history_[-1]["train_loss"] < model.history_[0]["train_loss"]
+    assert model.best_val_map_ > 0.5
+
+
+def test_deep_hash_argument_checks():
+    with pytest.raises(ValueError, match="unknown loss"):
+        Dp.DeepHash(16, "hinge")
+    with pytest.raises(ValueError, match="margin"):
+        Dp.DeepHash(16, "pairwise", margin=0.3)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Dp.DeepHash(16).transform(np.zeros((2, 4)))
