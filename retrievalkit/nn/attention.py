@@ -1,0 +1,354 @@
+"""Attention maps on convolutional features: which positions (and channels) a descriptor should listen to.
+
+Survey §2.3.2.3, Figure 2.8; taught in notebooks/06_attention.
+
+Figure 2.8 splits attention in two:
+
+* **non-parametric** (a–b): weights computed from the activations themselves, nothing learned —
+  :func:`channel_attention` (CroW's idf-like channel weights, Fig. 2.8a), :func:`spatial_attention`
+  (CroW, channel-sum or channel-max maps, Fig. 2.8b) and :func:`cam_attention` (class activation
+  maps of the backbone's own classifier, Jimenez et al. 2017);
+* **parametric** (c): a small network scores every position — :class:`AttentionHead`, the 1×1 conv →
+  ReLU → 1×1 conv → softplus block of DELF (Noh et al. 2017), trained by :func:`train_attention` on
+  frozen backbone maps, and :class:`AttentionPooling` which pools with it.
+
+Shapes: maps in are ``N×C×H×W``; spatial attention is ``N×1×H×W`` (broadcasts against the maps),
+channel attention ``N×C``; all attention weights are non-negative. :func:`attention_pool` turns a
+map and/or channel weights into ``N×C`` descriptors (not L2-normalised, like everything in
+:mod:`retrievalkit.nn.functional`); :class:`AttentionPooling` L2-normalises, being the end of a model.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import config
+from . import functional as F
+
+SPATIAL_KINDS = ("crow", "sum", "max")
+DEFAULT_HIDDEN = 512
+
+_SPATIAL = (-2, -1)
+
+
+# --------------------------------------------------------------------------- non-parametric (Figure 2.8 a–b)
+def _max_normalise(m: torch.Tensor, eps: float = F.DEFAULT_EPS) -> torch.Tensor:
+    """Divide each map by its own maximum, so it lies in [0, 1] (an all-zero map stays 0)."""
+    return m / m.amax(dim=_SPATIAL, keepdim=True).clamp(min=eps)
+
+
+def channel_attention(x: torch.Tensor, eps: float = F.DEFAULT_EPS) -> torch.Tensor:
+    """Channel-wise attention ``N×C`` (Figure 2.8a): CroW's idf-like weights, rare channels count more.
+
+    Exactly :func:`retrievalkit.nn.functional.crow_channel_weights` (Kalantidis et al. 2016); ≥ 0.
+    Survey §2.3.2.3, Figure 2.8; taught in notebooks/06_attention.
+    """
+    return F.crow_channel_weights(x, eps)
+
+
+def spatial_attention(x: torch.Tensor, kind: str = "crow", a: float = 2.0, b: float = 2.0,
+                      eps: float = F.DEFAULT_EPS) -> torch.Tensor:
+    """Spatial attention map ``N×1×H×W`` (Figure 2.8b), computed from the activations alone.
+
+    * ``"crow"``: CroW's spatial weights ``(S / ‖S‖_a)^(1/b)`` with ``S`` the channel sum
+      (:func:`retrievalkit.nn.functional.crow_spatial_weights`, unchanged so CroW is reproduced exactly).
+    * ``"sum"``: the channel-summed activation ``Σ_c x[c]`` (negative sums clamped to 0), divided
+      by its maximum: values in [0, 1], the strongest position at 1. Max rather than unit-sum
+      normalisation keeps maps of different sizes comparable on a heat map; :func:`attention_pool`
+      divides by the sum of weights anyway, so pooling does not depend on the choice.
+    * ``"max"``: the channel-wise maximum ``max_c x[c]`` (clamped at 0), divided by its maximum.
+
+    Survey §2.3.2.3, Figure 2.8; taught in notebooks/06_attention.
+    """
+    if kind == "crow":
+        return F.crow_spatial_weights(x, a, b, eps)[:, None]
+    if kind == "sum":
+        return _max_normalise(x.sum(dim=1, keepdim=True).clamp(min=0), eps)
+    if kind == "max":
+        return _max_normalise(x.amax(dim=1, keepdim=True).clamp(min=0), eps)
+    raise ValueError(f"unknown spatial attention {kind!r}; choose one of {SPATIAL_KINDS}")
+
+
+def cam_attention(x: torch.Tensor, fc_weight: torch.Tensor, fc_bias: torch.Tensor | None = None,
+                  top_classes: int = F.CAM_TOP_CLASSES, eps: float = F.DEFAULT_EPS) -> torch.Tensor:
+    """One spatial map ``N×1×H×W`` from the class activation maps of each image's top classes.
+
+    ``fc_weight`` / ``fc_bias`` are the backbone's global-average-pool classifier (see
+    :func:`retrievalkit.nn.functional.class_activation_maps`). Each class map is in [0, 1]; we
+    average the ``top_classes`` maps (every class counts the same, as in Jimenez et al. 2017, who
+    L2-normalise per class) and rescale the result to maximum 1.
+    Survey §2.3.2.3, Figure 2.8; taught in notebooks/06_attention.
+    """
+    cams, _ = F.class_activation_maps(x, fc_weight, fc_bias, top_classes, eps)
+    return _max_normalise(cams.mean(dim=1, keepdim=True), eps)
+
+
+def _as_spatial(spatial: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Accept ``N×1×H×W``, ``N×H×W`` or ``H×W`` maps; return ``N×1×H×W`` matching ``x``."""
+    spatial = torch.as_tensor(spatial, device=x.device, dtype=x.dtype)
+    while spatial.ndim < 4:
+        spatial = spatial.unsqueeze(0 if spatial.ndim == 2 else 1)
+    if spatial.shape[-2:] != x.shape[-2:] or spatial.shape[1] != 1:
+        raise ValueError(f"spatial attention {tuple(spatial.shape)} must be N×1×H×W with H×W = {tuple(x.shape[-2:])}")
+    return spatial
+
+
+def attention_pool(x: torch.Tensor, spatial: torch.Tensor | None = None, channel: torch.Tensor | None = None,
+                   p: float = 1.0, eps: float = F.DEFAULT_EPS) -> torch.Tensor:
+    """Attention-weighted pooling ``N×C×H×W`` → ``N×C``, not L2-normalised.
+
+    ``Ω ⊙ (Σ_ij a_ij x_ij^p / Σ_ij a_ij)^(1/p)``: a weighted generalised mean with spatial weights
+    ``a`` (uniform when ``spatial`` is None) times channel weights ``Ω`` (none when ``channel`` is None).
+    Dividing by ``Σ a`` makes it a weighted *average*, so the map's scale does not matter: a uniform
+    map gives average pooling (p = 1) or GeM (p > 1), a one-hot map picks that position's vector.
+    After L2 normalisation this equals the un-normalised weighted sum of DELF and CroW; e.g.
+    ``attention_pool(x, spatial_attention(x), channel_attention(x))`` is CroW up to a per-image scale.
+    p ≠ 1 needs positive activations (clamped at ``eps``, as in GeM).
+    Survey §2.3.2.3, Figure 2.8; taught in notebooks/06_attention.
+    """
+    w = torch.ones_like(x[:, :1]) if spatial is None else _as_spatial(spatial, x)
+    w = w / w.sum(dim=_SPATIAL, keepdim=True).clamp(min=eps)
+    if isinstance(p, (int, float)) and p == 1:
+        v = (w * x).sum(dim=_SPATIAL)
+    else:
+        x = x.clamp(min=eps)
+        m = x.detach().amax(dim=_SPATIAL, keepdim=True)  # scale to ≤ 1 before the power, as F.gem does
+        v = (w * (x / m).pow(p)).sum(dim=_SPATIAL).clamp(min=eps).pow(1.0 / p) * m[..., 0, 0]
+    return v if channel is None else v * channel
+
+
+# --------------------------------------------------------------------------- parametric (Figure 2.8 c)
+class AttentionHead(nn.Module):
+    """DELF's attention block (Noh et al. 2017): 1×1 conv → ReLU → 1×1 conv → softplus.
+
+    Scores every position of ``N×C×H×W`` maps independently from its own ``C`` activations and
+    returns ``N×1×H×W`` scores > 0 (softplus: positive, unbounded, never exactly zero).
+    Survey §2.3.2.3, Figure 2.8c; taught in notebooks/06_attention.
+    """
+
+    def __init__(self, in_channels: int, hidden: int = DEFAULT_HIDDEN):
+        super().__init__()
+        self.in_channels, self.hidden = in_channels, hidden
+        self.conv1 = nn.Conv2d(in_channels, hidden, kernel_size=1)
+        self.conv2 = nn.Conv2d(hidden, 1, kernel_size=1)
+
+    def forward(self, x):
+        return nn.functional.softplus(self.conv2(torch.relu(self.conv1(x))))
+
+    def extra_repr(self):
+        return f"in_channels={self.in_channels}, hidden={self.hidden}"
+
+
+class AttentionPooling(nn.Module):
+    """Learned-attention pooling: ``l2n(Σ_ij a_ij x_ij / Σ_ij a_ij)`` with ``a`` from an :class:`AttentionHead`.
+
+    Normalising by ``Σ a`` only rescales each row, which the final L2 removes; it keeps the
+    intermediate values at the activations' scale. Wrap a trained head with ``from_head(head)``.
+    Survey §2.3.2.3, Figure 2.8c; taught in notebooks/06_attention.
+    """
+
+    def __init__(self, in_channels: int, hidden: int = DEFAULT_HIDDEN, eps: float = F.DEFAULT_EPS,
+                 head: AttentionHead | None = None):
+        super().__init__()
+        self.head = AttentionHead(in_channels, hidden) if head is None else head
+        self.eps = eps
+
+    @classmethod
+    def from_head(cls, head: AttentionHead, eps: float = F.DEFAULT_EPS) -> "AttentionPooling":
+        return cls(head.in_channels, head.hidden, eps, head=head)
+
+    def attention(self, x):
+        return self.head(x)
+
+    def forward(self, x):
+        return F.l2n(attention_pool(x, self.head(x), eps=self.eps), self.eps)
+
+    def extra_repr(self):
+        return f"eps={self.eps}"
+
+
+def attention_descriptors(maps, head: AttentionHead, *, batch_size: int = 256) -> np.ndarray:
+    """L2-normalised attention-pooled descriptors ``N×C`` (float32 rows) of stored maps, batch by batch.
+
+    ``maps`` may be a float16 memmap too large for memory as float32; only one batch is converted
+    at a time, on the head's device.
+    """
+    pool = AttentionPooling.from_head(head).eval()
+    device = next(head.parameters()).device
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(maps), batch_size):
+            out.append(pool(_batch(maps, slice(start, start + batch_size), device)).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, head.in_channels), np.float32)
+
+
+def _batch(maps, index, device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(maps[index], dtype=np.float32), device=device)
+
+
+def _cosine_logits(desc: torch.Tensor, proxies: torch.Tensor, temperature: float) -> torch.Tensor:
+    return desc @ F.l2n(proxies).T / temperature
+
+
+def _class_means(desc: np.ndarray, y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Summed descriptors of every class (its mean direction; proxies are L2-normalised in the logits).
+
+    Starting the proxies where the classes already are, instead of at random, lets the first
+    epochs train the attention rather than chase the proxies.
+    """
+    desc = torch.as_tensor(desc, device=y.device)
+    return torch.zeros(n_classes, desc.shape[1], device=y.device).index_add_(0, y, desc)
+
+
+def _mean_loss(pool, proxies, maps, y, temperature, batch_size, device) -> float:
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(maps), batch_size):
+            idx = slice(start, start + batch_size)
+            logits = _cosine_logits(pool(_batch(maps, idx, device)), proxies, temperature)
+            total += float(nn.functional.cross_entropy(logits, y[idx], reduction="sum"))
+    return total / len(maps)
+
+
+def train_attention(maps_learn, labels_learn, maps_val=None, labels_val=None, *, hidden: int = DEFAULT_HIDDEN,
+                    epochs: int = 10, lr: float = 1e-3, batch_size: int = 64, temperature: float = 0.05,
+                    weight_decay: float = 1e-4, seed: int = 0, device="auto",
+                    progress: bool | None = None) -> tuple[AttentionHead, list[dict]]:
+    """Train an :class:`AttentionHead` on FROZEN backbone maps; returns ``(head, history)``.
+
+    ``maps_learn`` (``N×C×H×W``, float16/32 array or memmap, e.g. the kept last-layer maps of the
+    learning split) and ``labels_learn`` (one object/class id per row) train the head; ``maps_val``
+    / ``labels_val`` must also come from the LEARNING split (the caller carves validation objects
+    out of it) — the test split is never used for model selection.
+
+    Loss: cosine-softmax over learned class proxies (as in :mod:`retrievalkit.projection`) applied
+    to the L2-normalised attention-pooled descriptor — a classification-based metric loss: the head
+    can only lower it by moving weight onto positions whose features identify the object. The
+    backbone is frozen and pooling has no other parameters, so the learned map is all that changes
+    the descriptor. Validation classes need not appear in training: the score is leave-one-out mAP
+    among validation rows, which the proxies never touch.
+
+    ``history``: one dict per epoch, ``epoch`` 0 being the untrained head (loss evaluated on the
+    learning split without updates); later ``loss`` is the mean training loss over that epoch's
+    batches, ``val_mAP`` the validation mAP after it. The returned head (eval mode, on the
+    training device) is the one of the best validation epoch — possibly epoch 0 if training never
+    helps — or of the last epoch without validation data. Seeded: same inputs, same history.
+    Survey §2.3.2.3, Figure 2.8c; taught in notebooks/06_attention.
+    """
+    from tqdm.auto import trange
+
+    from ..projection import leave_one_out_map
+
+    if maps_learn.ndim != 4:
+        raise ValueError(f"maps_learn must be N×C×H×W feature maps, got shape {tuple(maps_learn.shape)}")
+    if len(labels_learn) != len(maps_learn):
+        raise ValueError(f"{len(labels_learn)} labels for {len(maps_learn)} learning maps: give one label per map")
+    if (maps_val is None) != (labels_val is None) or (maps_val is not None and len(maps_val) != len(labels_val)):
+        raise ValueError("maps_val and labels_val go together, one label per validation map (or both None)")
+    dev = config.device(device)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    classes, y = np.unique(np.asarray(labels_learn), return_inverse=True)
+    y = torch.as_tensor(y, device=dev)
+    head = AttentionHead(maps_learn.shape[1], hidden).to(dev)
+    pool = AttentionPooling.from_head(head)
+    proxies = nn.Parameter(_class_means(attention_descriptors(maps_learn, head, batch_size=batch_size), y, len(classes)))
+    opt = torch.optim.AdamW([*head.parameters(), proxies], lr=lr, weight_decay=weight_decay)
+
+    def validate(record: dict) -> dict:
+        if maps_val is not None:
+            record["val_mAP"] = leave_one_out_map(attention_descriptors(maps_val, head, batch_size=batch_size),
+                                                  np.asarray(labels_val))
+        return record
+
+    history = [validate({"epoch": 0, "loss": _mean_loss(pool, proxies, maps_learn, y, temperature, batch_size, dev)})]
+    best = (history[0].get("val_mAP", -np.inf), copy.deepcopy(head.state_dict()))
+    for epoch in trange(1, epochs + 1, desc="attention head", disable=not progress):
+        head.train()
+        # sorted batch indices read a memmap in order; the batch order itself is shuffled
+        order = torch.randperm(len(maps_learn), generator=generator).numpy()
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            idx = np.sort(order[start:start + batch_size])
+            logits = _cosine_logits(pool(_batch(maps_learn, idx, dev)), proxies, temperature)
+            loss = nn.functional.cross_entropy(logits, y[torch.as_tensor(idx, device=dev)])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        record = validate({"epoch": epoch, "loss": total / len(order)})
+        history.append(record)
+        if maps_val is None or record["val_mAP"] > best[0]:
+            best = (record.get("val_mAP", -np.inf), copy.deepcopy(head.state_dict()))
+    head.load_state_dict(best[1])
+    return head.eval(), history
+
+
+# --------------------------------------------------------------------------- panels and overlays
+def attention_maps(x: torch.Tensor, kinds: Sequence[str] | None = None, *, fc_weight: torch.Tensor | None = None,
+                   fc_bias: torch.Tensor | None = None, top_classes: int = F.CAM_TOP_CLASSES,
+                   head: AttentionHead | None = None, a: float = 2.0, b: float = 2.0) -> dict[str, torch.Tensor]:
+    """Spatial attention maps of several kinds for a panel: ``{kind: N×H×W}``, each ≥ 0.
+
+    Kinds: ``"crow"``, ``"sum"``, ``"max"`` (:func:`spatial_attention`), ``"cam"`` (needs
+    ``fc_weight``; :func:`cam_attention`) and ``"learned"`` (needs a trained ``head``, e.g. from
+    :func:`train_attention`). ``kinds=None`` gives every kind the arguments allow. Each map keeps
+    its own scale; :func:`overlay` rescales for display.
+    Survey §2.3.2.3, Figure 2.8; taught in notebooks/06_attention.
+    """
+    if kinds is None:
+        kinds = SPATIAL_KINDS + (("cam",) if fc_weight is not None else ()) + (("learned",) if head is not None else ())
+    out = {}
+    for kind in kinds:
+        if kind in SPATIAL_KINDS:
+            m = spatial_attention(x, kind, a, b)
+        elif kind == "cam":
+            if fc_weight is None:
+                raise ValueError("kind 'cam' needs fc_weight (the backbone's classifier, e.g. resnet.fc.weight): "
+                                 "pass fc_weight=…, or leave 'cam' out of kinds")
+            m = cam_attention(x, fc_weight, fc_bias, top_classes)
+        elif kind == "learned":
+            if head is None:
+                raise ValueError("kind 'learned' needs head= (an AttentionHead, e.g. from train_attention), "
+                                 "or leave 'learned' out of kinds")
+            with torch.no_grad():
+                m = head(x.to(next(head.parameters()).device, torch.float32)).to(x.device)
+        else:
+            raise ValueError(f"unknown attention kind {kind!r}; choose from {SPATIAL_KINDS + ('cam', 'learned')}")
+        out[kind] = m[:, 0]
+    return out
+
+
+def overlay(image, attention_map_hw, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """Heat-map overlay: the ``h×w`` attention map upsampled bilinearly to the image, coloured, blended.
+
+    ``image``: a PIL image (or ``H×W×3`` uint8 array). The map is min–max scaled to [0, 1] for
+    display (so maps of any scale compare by shape, not magnitude), coloured with matplotlib's
+    ``cmap`` and mixed as ``(1 - alpha)·image + alpha·heat``. Returns ``H×W×3`` uint8 RGB.
+    Survey §2.3.2.3, Figure 2.8; taught in notebooks/06_attention.
+    """
+    import matplotlib
+
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    rgb = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"image must be RGB (H×W×3), got shape {rgb.shape}")
+    m = torch.as_tensor(attention_map_hw).detach().to("cpu", torch.float32).squeeze()
+    if m.ndim != 2:
+        raise ValueError(f"attention map must be h×w (one image), got shape {tuple(m.shape)}")
+    m = nn.functional.interpolate(m[None, None], size=rgb.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+    m = (m - m.min()) / (m.max() - m.min()).clamp(min=F.DEFAULT_EPS)
+    heat = matplotlib.colormaps[cmap](m.numpy())[..., :3] * 255
+    return np.clip((1 - alpha) * rgb + alpha * heat, 0, 255).round().astype(np.uint8)
+
+
+__all__ = [
+    "channel_attention", "spatial_attention", "cam_attention", "attention_pool",
+    "AttentionHead", "AttentionPooling", "attention_descriptors", "train_attention",
+    "attention_maps", "overlay",
+]
