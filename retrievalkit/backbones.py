@@ -335,6 +335,12 @@ class Backbone(nn.Module):
         fc = self.spec.classifier(self.model)
         return None if fc is None else fc.weight.detach()
 
+    @property
+    def classifier_bias(self) -> torch.Tensor | None:
+        """The K biases that go with :attr:`classifier_weight` (None where that is None)."""
+        fc = self.spec.classifier(self.model)
+        return None if fc is None or fc.bias is None else fc.bias.detach()
+
     def resolve(self, layer: str) -> str:
         """The canonical name of ``layer`` (an alias such as ResNet's ``conv5`` → ``layer4``)."""
         name = self.spec.aliases.get(layer, layer)

@@ -85,3 +85,95 @@ def protocol_bars(df, value: str = "mAP", by: str = "protocol", hue: str | None 
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def _main_protocol(df, protocol: str = "all"):
+    return df[df["protocol"] == protocol] if "protocol" in df.columns else df
+
+
+def aggregation_bars(df, protocol: str = "all", title: str | None = None):
+    """mAP of every pooling per backbone, raw and PCA-whitened — the survey's Figure 2.12(b) on our data.
+
+    Taught in notebooks/03_pooling.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    data = _main_protocol(df, protocol)
+    backbones = list(dict.fromkeys(data["backbone"]))
+    fig, axes = plt.subplots(1, len(backbones), figsize=(4.2 * len(backbones), 3.4), squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], backbones):
+        sns.barplot(data=data[data["backbone"] == name], x="pooling", y="mAP", hue="whitening", ax=ax)
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(axis="x", rotation=45, labelsize=7)
+        ax.set_xlabel("")
+        low = max(0.0, data["mAP"].min() - 0.05)
+        ax.set_ylim(low, 1.0)
+    fig.suptitle(title or f"Aggregation methods on COIL-100 ({protocol} protocol)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def depth_curve(df, protocol: str = "all", title: str | None = None):
+    """mAP against network depth, one line per pooling — Figure 2.13(a) on our data. notebooks/02_feature_layers."""
+    import matplotlib.pyplot as plt
+
+    data = _main_protocol(df, protocol)
+    data = data[data["whitening"] == "none"] if "whitening" in data.columns else data
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for pooling, part in data.groupby("pooling"):
+        part = part.sort_values("depth")
+        ax.plot(part["depth"], part["mAP"], marker="o", label=pooling)
+    for _, r in data.drop_duplicates("backbone").iterrows():
+        ax.annotate(r["backbone"].replace("efficientnet_", ""), (r["depth"], r["mAP"]), fontsize=7,
+                    xytext=(3, -10), textcoords="offset points")
+    ax.set_xlabel("depth (weight layers)")
+    ax.set_ylabel("mAP")
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"Depth vs mAP on COIL-100 ({protocol})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def dimension_curve(df, protocol: str = "all", title: str | None = None):
+    """mAP against descriptor dimension (log scale), one line per recipe — Figure 2.13(b). notebooks/04."""
+    import matplotlib.pyplot as plt
+
+    data = _main_protocol(df, protocol)
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for recipe, part in data[data["recipe"] != "native"].groupby("recipe"):
+        part = part.sort_values("dim")
+        ax.plot(part["dim"], part["mAP"], marker="o", label=recipe)
+    native = data[data["recipe"] == "native"]
+    if len(native):
+        ax.axvline(native["dim"].iloc[0], color="grey", ls=":", lw=1)
+        ax.scatter(native["dim"], native["mAP"], color="black", zorder=3, label="native (no projection)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("descriptor dimension")
+    ax.set_ylabel("mAP")
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"Dimension vs mAP on COIL-100 ({protocol})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def variant_bars(df, label: str = "variant", protocol: str = "all", time_column: str | None = None,
+                 title: str | None = None):
+    """mAP per variant (layers, fusion, multi-pass), with time per image on a second axis when given."""
+    import matplotlib.pyplot as plt
+
+    data = _main_protocol(df, protocol).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * len(data)), 3.4))
+    ax.bar(range(len(data)), data["mAP"], color="#4c72b0")
+    ax.set_xticks(range(len(data)), data[label], rotation=35, ha="right", fontsize=7)
+    ax.set_ylim(max(0.0, data["mAP"].min() - 0.05), 1.0)
+    ax.set_ylabel("mAP")
+    for i, v in enumerate(data["mAP"]):
+        ax.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
+    if time_column:
+        twin = ax.twinx()
+        twin.plot(range(len(data)), data[time_column], color="#dd8452", marker="s")
+        twin.set_ylabel("ms per image", color="#dd8452")
+    ax.set_title(title or "", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -33,6 +33,7 @@ class Run:
     progress: bool
     data_home: Path | None = None
     written: list[Path] = field(default_factory=list)
+    shared: dict = field(default_factory=dict)  # results that later steps reuse (e.g. the aggregation rows)
     _datasets: dict = field(default_factory=dict)
 
     def coil100(self, split: str = "test"):
@@ -113,9 +114,13 @@ def _worst_and_median_queries(ids, dataset, n_worst: int = 3, n_median: int = 2)
     return [int(q) for q in picked], [f"AP {ap[q]:.2f}" for q in picked]
 
 
-STEPS: dict[str, Callable[[Run], str]] = {
-    "baseline": step_baseline,
-}
+def _all_steps() -> dict[str, Callable[[Run], str]]:
+    from . import offtheshelf_steps
+
+    return {"baseline": step_baseline, **offtheshelf_steps.STEPS}
+
+
+STEPS: dict[str, Callable[[Run], str]] = _all_steps()
 
 
 def reproduce(

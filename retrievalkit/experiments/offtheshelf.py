@@ -1,0 +1,200 @@
+"""Off-the-shelf deep features on COIL-100: aggregation, depth, dimension, layers, multi-pass, fusion.
+
+Survey §2.3.1 (extraction, layers, fusion), §2.3.2.1 (aggregation, Figure 2.6), §2.5.3
+(Figures 2.12b and 2.13a/b, Table 2.2). Taught in notebooks/02–04. Every function returns a tidy
+DataFrame; figures are drawn by :mod:`retrievalkit.figures`.
+
+Protocol: whitening, PCA and learned projections are fitted on the learning split (objects 1–50)
+only; every score is on the test split (objects 51–100).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .. import backbones as bb
+from .. import evaluate, features, whitening
+from ..datasets import coil100
+from ..index import exact_search
+
+LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+TORCHVISION_BY_DEPTH = ("alexnet", "vgg16", "googlenet", "resnet50", "resnet101")
+POOLINGS = ("mac", "spoc", ("spoc", {"center_prior": True}), "gem", "rmac", "crow", "cam")
+LITE0_LAYERS = ("stage5", "stage6", "stage7", "head", "pool", "logits")
+DIMENSIONS = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+MULTIPASS_SIDE = 112  # each patch (and the matching single pass) runs at 112 px: 4 patches ≈ 1 forward at 224 px
+MULTIPASS_SCHEMES = ("grid", "pyramid", "dense")
+MULTISCALE = (1.0, 2 ** -0.5, 0.5)
+
+# SMALL mode (notebooks in CI): 10 test objects, 10 learning objects, 160-px input.
+SMALL_TEST = tuple(range(51, 61))
+SMALL_LEARN = tuple(range(1, 11))
+SMALL_SIDE = 160
+SMALL_MULTIPASS_OBJECTS = (51, 52, 53)  # multi-pass runs many forwards per image: 3 objects in SMALL mode
+
+
+@dataclass
+class Coil:
+    """The two COIL-100 splits used by every off-the-shelf experiment (shared so caches are shared)."""
+
+    small: bool = False
+    data_home: object = None
+    progress: bool | None = None
+    _splits: dict = field(default_factory=dict)
+
+    def split(self, name: str):
+        """``"test"``, ``"learn"``, or ``"multipass"`` (the test split, or 3 test objects in SMALL mode)."""
+        if name not in self._splits:
+            split, objects = name, None
+            if name == "multipass":
+                split, objects = "test", (SMALL_MULTIPASS_OBJECTS if self.small else None)
+            elif self.small:
+                objects = SMALL_TEST if name == "test" else SMALL_LEARN
+            self._splits[name] = coil100.load(data_home=self.data_home, split=split, objects=objects,
+                                              progress=self.progress)
+        return self._splits[name]
+
+    def extract(self, name: str, backbone: str, layers=None, pooling=POOLINGS, **kwargs) -> features.Features:
+        """Features of a split; SMALL mode shrinks the input so notebooks run in seconds."""
+        if self.small:
+            kwargs.setdefault("size", SMALL_SIDE)
+            kwargs.setdefault("resize", "fixed")
+        return features.extract(self.split(name), backbone, layers, pooling, progress=self.progress, **kwargs)
+
+
+def available_backbones(small: bool = False) -> list[str]:
+    """Backbones with real ImageNet weights here, ordered by depth (random weights would be meaningless)."""
+    if small:
+        return ["efficientnet_lite0"]
+    names = [n for n in TORCHVISION_BY_DEPTH if bb.weights_available(n)] + list(LITE)
+    return sorted(names, key=lambda n: (bb.get_spec(n).depth, n))
+
+
+def layers_for(backbone: str) -> tuple[str, ...]:
+    """Layers extracted per backbone: the last conv map and its FC-like neighbours (and Lite0's stages)."""
+    if backbone == "efficientnet_lite0":
+        return LITE0_LAYERS
+    if backbone in ("alexnet", "vgg16"):
+        return ("conv4", "conv5", "fc6", "fc7")
+    return (bb.get_spec(backbone).default_layer, "pool")
+
+
+def score(test_db: np.ndarray, dataset, protocols=None) -> list[dict]:
+    """Evaluate database rows ``test_db`` (queries are database rows on COIL-100)."""
+    queries = test_db[np.asarray(dataset.query_db_index)]
+    _, ids = exact_search(queries, test_db)
+    return evaluate.evaluate(ids, dataset, protocols)
+
+
+def _rows(base: dict, results: list[dict]) -> list[dict]:
+    return [{**base, **r} for r in results]
+
+
+def pca_whiten(learn: np.ndarray, test: np.ndarray, dim: int | None = None) -> np.ndarray:
+    """PCA-whitening learned on the learning split, applied to the test split."""
+    dim = None if dim is None else min(dim, learn.shape[0] - 1, learn.shape[1])
+    return whitening.PCAWhitening(dim=dim).fit(learn).transform(test)
+
+
+# --------------------------------------------------------------------------- experiments
+def aggregation(coil: Coil, backbones=None) -> pd.DataFrame:
+    """Every pooling × backbone on the last conv map, raw and PCA-whitened (Figure 2.12b analogue)."""
+    rows = []
+    test, learn = coil.split("test"), coil.split("learn")
+    for name in backbones or available_backbones(coil.small):
+        ft = coil.extract("test", name, layers_for(name))
+        fl = coil.extract("learn", name, layers_for(name))
+        layer = bb.get_spec(name).default_layer
+        for layer_, pooling in ft.available():
+            if layer_ != layer or pooling is None:
+                continue
+            xt, xl = ft.get(layer, pooling), fl.get(layer, pooling)
+            base = {"backbone": name, "depth": bb.get_spec(name).depth, "layer": layer, "pooling": pooling,
+                    "ms_per_image": 1000 * ft.seconds_per_image}
+            rows += _rows({**base, "whitening": "none", "dim": xt.shape[1]}, score(xt, test))
+            rows += _rows({**base, "whitening": "pca_w", "dim": xt.shape[1]}, score(pca_whiten(xl, xt), test))
+    return pd.DataFrame(rows)
+
+
+def depth(aggregation_df: pd.DataFrame, poolings=("mac", "gem")) -> pd.DataFrame:
+    """Same pooling across backbones of increasing depth (Figure 2.13a analogue), from the aggregation rows."""
+    df = aggregation_df[aggregation_df["pooling"].isin(poolings)]
+    return df.sort_values(["depth", "backbone"]).reset_index(drop=True)
+
+
+def dimension(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "gem",
+              dims=DIMENSIONS, epochs: int = 20, val_fraction: float = 0.2) -> pd.DataFrame:
+    """mAP vs descriptor dimension (Figure 2.13b analogue).
+
+    Two recipes: PCA-whitening down to each width at or below the native one, and a learned
+    FC+ReLU layer of each width on top of the pooled vector (the survey's recipe), trained on the
+    learning split with the last ``val_fraction`` of the learning objects (objects 41–50 in full
+    mode) held out for choosing the epoch.
+    """
+    from ..projection import LearnedProjection
+
+    test, learn = coil.split("test"), coil.split("learn")
+    layer = bb.get_spec(backbone).default_layer
+    xt = coil.extract("test", backbone, layers_for(backbone)).get(layer, pooling)
+    xl = coil.extract("learn", backbone, layers_for(backbone)).get(layer, pooling)
+    native = xt.shape[1]
+    labels = learn.db_labels
+    objects = np.unique(labels)
+    val_ids = objects[-max(1, int(round(val_fraction * len(objects)))):]
+    is_val = np.isin(labels, val_ids)
+    rows = []
+    base = {"backbone": backbone, "layer": layer, "pooling": pooling, "native_dim": native}
+    rows += _rows({**base, "recipe": "native", "dim": native}, score(xt, test))
+    for dim in dims:
+        if dim < min(native, len(xl)):
+            rows += _rows({**base, "recipe": "pca_w", "dim": dim}, score(pca_whiten(xl, xt, dim), test))
+        start = time.perf_counter()
+        proj = LearnedProjection(dim, epochs=epochs, progress=coil.progress).fit(
+            xl[~is_val], labels[~is_val], xl[is_val], labels[is_val])
+        extra = {"recipe": "fc_learned", "dim": dim, "best_epoch": proj.best_epoch_,
+                 "val_mAP": max(r["val_mAP"] for r in proj.history_), "train_s": time.perf_counter() - start}
+        rows += _rows({**base, **extra}, score(proj.transform(xt), test))
+    return pd.DataFrame(rows)
+
+
+def layers(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "gem") -> pd.DataFrame:
+    """Layer by layer, conv vs FC-like, and layer-level / model-level fusion (Survey §2.3.1.2–2.3.1.3)."""
+    test = coil.split("test")
+    ft = coil.extract("test", backbone, layers_for(backbone))
+    rows = []
+    for layer in layers_for(backbone):
+        kind = "fc" if layer in ("pool", "logits", "fc6", "fc7") else "conv"
+        x = ft.get(layer, None if kind == "fc" else pooling)
+        rows += _rows({"variant": layer, "kind": kind, "pooling": "-" if kind == "fc" else pooling, "dim": x.shape[1]},
+                      score(x, test))
+    convs = [layer for layer in layers_for(backbone) if layer not in ("pool", "logits")][-3:]
+    fused = features.fuse_layers(ft, [(layer, pooling) for layer in convs])
+    rows += _rows({"variant": "+".join(convs), "kind": "layer fusion", "pooling": pooling, "dim": fused.shape[1]},
+                  score(fused, test))
+    others = [n for n in available_backbones(coil.small) if n != backbone][-1:]
+    for other in others:
+        fo = coil.extract("test", other, layers_for(other))
+        fused = features.fuse_models([(ft, bb.get_spec(backbone).default_layer, pooling),
+                                      (fo, bb.get_spec(other).default_layer, pooling)])
+        rows += _rows({"variant": f"{backbone}+{other}", "kind": "model fusion", "pooling": pooling,
+                       "dim": fused.shape[1]}, score(fused, test))
+    return pd.DataFrame(rows)
+
+
+def multipass(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "gem",
+              schemes=MULTIPASS_SCHEMES, side: int = MULTIPASS_SIDE) -> pd.DataFrame:
+    """Single pass vs multi-pass patches (Figure 2.7) and multi-scale: accuracy and time per image."""
+    test = coil.split("multipass")
+    layer = bb.get_spec(backbone).default_layer
+    variants = [("single pass", {}), ("multi-scale", {"scales": MULTISCALE})]
+    variants += [(f"multi-pass {s}", {"multipass": s}) for s in schemes]
+    rows = []
+    for label, kwargs in variants:
+        f = coil.extract("multipass", backbone, [layer], [pooling], size=side, resize="fixed", **kwargs)
+        x = f.get(layer, pooling)
+        rows += _rows({"variant": label, "pooling": pooling, "side": side, "dim": x.shape[1],
+                       "ms_per_image": 1000 * f.seconds_per_image}, score(x, test))
+    return pd.DataFrame(rows)
