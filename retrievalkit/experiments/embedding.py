@@ -17,7 +17,7 @@ Local descriptors (:func:`local_descriptors`):
   learned on learning-split columns and L2-normalised again (so deep and SIFT descriptors have the
   same width and the GMM stays cheap).
 * ``"sift"``: OpenCV's difference-of-Gaussians keypoints on the native 128-px images, as RootSIFT
-  (≈ 25 per image; dense grids cost 6× more time here for the same mAP trend). Cached on disk.
+  (a few dozen per image; a dense grid cost ~6× more time here). Cached on disk.
 
 Features are shared with the other experiments through :class:`retrievalkit.experiments.offtheshelf.Coil`;
 the conv maps come from one cached extraction (``keep_maps``) that every variant here is derived from.
@@ -54,6 +54,8 @@ SMALL_TABLE_K = {"bow": 64, "vlad": 8, "fv": 8}
 WHITEN_DIM = 512
 GMM_MAX_TRAIN = 30_000
 GMM_ITERATIONS = 50
+SMALL_GMM_MAX_TRAIN = 5_000  # SMALL mode: notebooks must run in seconds
+SMALL_GMM_ITERATIONS = 20
 VAL_FRACTION = 0.2
 
 ATTENTION_EPOCHS = 8
@@ -161,8 +163,9 @@ def codebook(coil: Coil, source: str, kind: str, k: int):
         if kind == "kmeans":
             memo[key] = emb.KMeansCodebook(k=k, seed=0).fit(learn, split="learn")
         else:
-            memo[key] = emb.GMMCodebook(k=k, seed=0, n_iter=GMM_ITERATIONS, max_train=GMM_MAX_TRAIN).fit(
-                learn, split="learn")
+            n_iter, max_train = ((SMALL_GMM_ITERATIONS, SMALL_GMM_MAX_TRAIN) if coil.small
+                                 else (GMM_ITERATIONS, GMM_MAX_TRAIN))
+            memo[key] = emb.GMMCodebook(k=k, seed=0, n_iter=n_iter, max_train=max_train).fit(learn, split="learn")
     return memo[key]
 
 
@@ -332,7 +335,7 @@ ATTENTION_VARIANTS = (
     ("spatial: max", "non-parametric spatial"),
     ("channel only (CroW Ω)", "non-parametric channel"),
     ("CroW (spatial + channel)", "non-parametric both"),
-    ("CAM (top-5 classes)", "non-parametric class maps"),
+    ("CAM (top-10 classes)", "non-parametric class maps"),
     ("learned (DELF-style head)", "parametric"),
 )
 
@@ -355,7 +358,7 @@ def attention_descriptors(maps, variant: str, *, fc=None, head=None, chunk: int 
             elif variant == "GeM p=3":
                 v = att.attention_pool(x, p=3.0)
             elif variant.startswith("spatial: "):
-                v = att.attention_pool(x, att.spatial_attention(x, variant.split(": ")[1]))
+                v = att.attention_pool(x, att.spatial_attention(x, variant.split(": ")[1].lower()))
             elif variant.startswith("channel only"):
                 v = att.attention_pool(x, channel=att.channel_attention(x))
             elif variant.startswith("CroW"):
