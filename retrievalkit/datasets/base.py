@@ -103,6 +103,27 @@ class RetrievalDataset:
                 f"{self.name}: {len(self.query_paths)} queries but {len(self.gnd)} ground-truth entries"
             )
 
+    @classmethod
+    def queries_from_database(cls, name: str, root, db_paths, labels, query_rows, gnd, **kwargs) -> "RetrievalDataset":
+        """A dataset whose queries are database rows (COIL-100, Holidays, UKBench, folders).
+
+        ``query_rows`` index ``db_paths``; ``labels`` (group or class per image) also give the
+        queries' labels. Other fields (protocols, description, skipped, meta …) pass through.
+        """
+        query_rows = np.asarray(query_rows, dtype=np.int64)
+        labels = np.asarray(labels)
+        return cls(
+            name=name,
+            root=Path(root),
+            db_paths=list(db_paths),
+            query_paths=[db_paths[q] for q in query_rows],
+            gnd=list(gnd),
+            db_labels=labels,
+            query_labels=labels[query_rows],
+            query_db_index=query_rows,
+            **kwargs,
+        )
+
     @property
     def n_db(self) -> int:
         return len(self.db_paths)

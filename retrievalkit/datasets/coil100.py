@@ -108,15 +108,8 @@ def load(
 
     query_rows = np.flatnonzero(np.isin(poses, query_poses))
     gnd = [_ground_truth(q, labels, poses) for q in query_rows]
-    return RetrievalDataset(
-        name="coil100",
-        root=Path(root),
-        db_paths=db_paths,
-        query_paths=[db_paths[q] for q in query_rows],
-        gnd=gnd,
-        db_labels=labels,
-        query_labels=labels[query_rows],
-        query_db_index=query_rows,
+    return RetrievalDataset.queries_from_database(
+        "coil100", root, db_paths, labels, query_rows, gnd,
         protocols=("all", "easy", "hard"),
         split=split if objects is None else "custom",
         description=(

@@ -121,16 +121,8 @@ def _grouped_dataset(name, root, paths, groups, skipped) -> RetrievalDataset:
         if others:
             query_rows.append(row)
             gnd.append(QueryGroundTruth.make(positives=others, junk=[row]))
-    query_rows = np.asarray(query_rows, dtype=np.int64)
-    return RetrievalDataset(
-        name=name,
-        root=root,
-        db_paths=list(paths),
-        query_paths=[paths[r] for r in query_rows],
-        gnd=gnd,
-        db_labels=labels,
-        query_labels=labels[query_rows],
-        query_db_index=query_rows,
+    return RetrievalDataset.queries_from_database(
+        name, root, list(paths), labels, query_rows, gnd,
         protocols=("all",),
         split="test",
         description=(

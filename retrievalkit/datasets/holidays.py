@@ -65,15 +65,8 @@ def load(
     groups = ids // GROUP_SIZE
     query_rows = np.flatnonzero(ids % GROUP_SIZE == 0)
     gnd = [_query_ground_truth(q, groups) for q in query_rows]
-    return RetrievalDataset(
-        name=NAME,
-        root=root,
-        db_paths=paths,
-        query_paths=[paths[q] for q in query_rows],
-        gnd=gnd,
-        db_labels=groups,
-        query_labels=groups[query_rows],
-        query_db_index=query_rows,
+    return RetrievalDataset.queries_from_database(
+        NAME, root, paths, groups, query_rows, gnd,
         protocols=("all",),
         split="test",
         description=(

@@ -74,15 +74,8 @@ def load(
     query_rows = _query_rows(groups, queries)
     group_rows = _rows_per_group(groups)
     gnd = [QueryGroundTruth.make(positives=group_rows[groups[q]]) for q in query_rows]
-    return RetrievalDataset(
-        name=NAME,
-        root=root,
-        db_paths=paths,
-        query_paths=[paths[q] for q in query_rows],
-        gnd=gnd,
-        db_labels=groups,
-        query_labels=groups[query_rows],
-        query_db_index=query_rows,
+    return RetrievalDataset.queries_from_database(
+        NAME, root, paths, groups, query_rows, gnd,
         protocols=("all",),
         split="test",
         description=(
