@@ -79,7 +79,8 @@ def load(
     with an explicit list (SMALL mode uses fewer objects). The learning split gets the same query
     structure so a validation score can be computed on it without touching the test objects.
     """
-    objects = tuple(objects) if objects is not None else _split_objects(split)
+    custom = objects is not None
+    objects = tuple(objects) if custom else _split_objects(split)
     if root is None:
         from .download import ensure
 
@@ -111,7 +112,7 @@ def load(
     return RetrievalDataset.queries_from_database(
         "coil100", root, db_paths, labels, query_rows, gnd,
         protocols=("all", "easy", "hard"),
-        split=split if objects is None else "custom",
+        split="custom" if custom else split,
         description=(
             f"COIL-100 {split} split: {len(objects)} objects × 72 poses; queries at poses "
             f"{', '.join(map(str, query_poses))}°, excluded from their own ranking"
