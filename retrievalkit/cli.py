@@ -46,16 +46,20 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_reproduce(args) -> int:
-    from .experiments.reproduce import reproduce
+    from .experiments.reproduce import StepsFailed, reproduce
 
-    written = reproduce(
-        args.steps or None,
-        figures_dir=args.figures,
-        results_dir=args.results,
-        small=True if args.small else None,
-        progress=not args.quiet,
-        data_home=args.data_home,
-    )
+    try:
+        written = reproduce(
+            args.steps or None,
+            figures_dir=args.figures,
+            results_dir=args.results,
+            small=True if args.small else None,
+            progress=not args.quiet,
+            data_home=args.data_home,
+        )
+    except StepsFailed as err:
+        print(f"retrievalkit: error: {err}", file=sys.stderr)
+        return 1
     for path in written:
         print(path)
     return 0

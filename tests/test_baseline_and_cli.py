@@ -67,3 +67,16 @@ def test_cli_datasets_list(capsys, coil_home):
     assert cli.main(["--data-home", str(coil_home), "datasets", "list"]) == 0
     out = capsys.readouterr().out
     assert "coil100" in out and "present" in out and "roxford5k" in out
+
+
+def test_a_failing_step_keeps_the_others_and_says_so(coil_home, tmp_path, monkeypatch):
+    def broken(run):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(reproduce.STEPS, "broken", broken)
+    with pytest.raises(reproduce.StepsFailed, match="broken.*boom") as err:
+        reproduce.reproduce(["baseline", "broken"], figures_dir=tmp_path / "f", results_dir=tmp_path / "r",
+                            small=True, progress=False, data_home=coil_home)
+    assert (tmp_path / "r" / "baseline.csv").is_file()
+    assert "Step `broken` failed" in (tmp_path / "f" / "REPORT.md").read_text()
+    assert err.value.failed == {"broken": "RuntimeError: boom"}

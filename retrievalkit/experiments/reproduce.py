@@ -17,6 +17,7 @@ from typing import Callable
 import pandas as pd
 
 from .. import config
+from ..datasets.base import DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,9 @@ def _worst_and_median_queries(ids, dataset, n_worst: int = 3, n_median: int = 2)
 
 
 def _all_steps() -> dict[str, Callable[[Run], str]]:
-    from . import offtheshelf_steps
+    from . import embedding_steps, offtheshelf_steps
 
-    return {"baseline": step_baseline, **offtheshelf_steps.STEPS}
+    return {"baseline": step_baseline, **offtheshelf_steps.STEPS, **embedding_steps.STEPS}
 
 
 STEPS: dict[str, Callable[[Run], str]] = _all_steps()
@@ -146,11 +147,19 @@ def reproduce(
     )
     run.figures.mkdir(parents=True, exist_ok=True)
     run.results.mkdir(parents=True, exist_ok=True)
-    sections, timings = [], {}
+    sections, timings, failed = [], {}, {}
     for name in steps:
         start = time.perf_counter()
         log.info("reproduce: step %s", name)
-        sections.append(STEPS[name](run))
+        try:
+            sections.append(STEPS[name](run))
+        except (KeyboardInterrupt, DatasetNotFoundError):
+            raise
+        except Exception as err:  # one broken step must not throw away the others' results
+            log.exception("reproduce: step %s failed", name)
+            failed[name] = f"{type(err).__name__}: {err}"
+            sections.append(f"## Step `{name}` failed\n\n`{failed[name]}` — see the log; rerun with "
+                            f"`retrievalkit reproduce --steps {name}`.\n")
         timings[name] = round(time.perf_counter() - start, 1)
     header = (
         "# retrievalkit reproduction report\n\n"
@@ -161,4 +170,16 @@ def reproduce(
     report = run.figures / "REPORT.md"
     _atomic_write(report, header + "\n".join(sections))
     run.written.append(report)
+    if failed:
+        raise StepsFailed(failed, run.written)
     return run.written
+
+
+class StepsFailed(RuntimeError):
+    """Some reproduce steps failed; the others' results and the report were still written."""
+
+    def __init__(self, failed: dict[str, str], written: list[Path]):
+        super().__init__("reproduce steps failed: " + "; ".join(f"{k} ({v})" for k, v in failed.items())
+                         + f". The other {len(written)} files were written; figures/REPORT.md says which.")
+        self.failed = failed
+        self.written = written
