@@ -116,9 +116,9 @@ def _worst_and_median_queries(ids, dataset, n_worst: int = 3, n_median: int = 2)
 
 
 def _all_steps() -> dict[str, Callable[[Run], str]]:
-    from . import embedding_steps, offtheshelf_steps
+    from . import embedding_steps, hashing_steps, offtheshelf_steps
 
-    return {"baseline": step_baseline, **offtheshelf_steps.STEPS, **embedding_steps.STEPS}
+    return {"baseline": step_baseline, **offtheshelf_steps.STEPS, **embedding_steps.STEPS, **hashing_steps.STEPS}
 
 
 STEPS: dict[str, Callable[[Run], str]] = _all_steps()
