@@ -83,7 +83,7 @@ class LearnedProjection:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(batch)
+                total += loss.item() * len(batch)
             record = {"epoch": epoch + 1, "loss": total / len(x)}
             if X_val is not None:
                 record["val_mAP"] = leave_one_out_map(self.transform(X_val), np.asarray(labels_val))
