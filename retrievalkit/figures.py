@@ -99,7 +99,8 @@ def aggregation_bars(df, protocol: str = "all", title: str | None = None):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    data = _main_protocol(df, protocol)
+    data = _main_protocol(df, protocol).copy()
+    data["pooling"] = data["pooling"].str.replace("(center_prior=True)", "+prior", regex=False)
     backbones = list(dict.fromkeys(data["backbone"]))
     fig, axes = plt.subplots(1, len(backbones), figsize=(4.2 * len(backbones), 3.4), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], backbones):

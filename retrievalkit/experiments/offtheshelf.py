@@ -141,8 +141,15 @@ def dimension(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "
 
     test, learn = coil.split("test"), coil.split("learn")
     layer = bb.get_spec(backbone).default_layer
-    xt = coil.extract("test", backbone, layers_for(backbone)).get(layer, pooling)
-    xl = coil.extract("learn", backbone, layers_for(backbone)).get(layer, pooling)
+    ft = coil.extract("test", backbone, layers_for(backbone))
+    fl = coil.extract("learn", backbone, layers_for(backbone))
+    key = features.cache_key({"experiment": "dimension", "version": 1, "test": ft.key, "learn": fl.key,
+                              "layer": layer, "pooling": pooling, "dims": list(dims), "epochs": epochs,
+                              "val_fraction": val_fraction})
+    cached = _cached_result("dimension", key)
+    if cached is not None:
+        return cached
+    xt, xl = ft.get(layer, pooling), fl.get(layer, pooling)
     native = xt.shape[1]
     labels = learn.db_labels
     objects = np.unique(labels)
@@ -160,7 +167,30 @@ def dimension(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "
         extra = {"recipe": "fc_learned", "dim": dim, "best_epoch": proj.best_epoch_,
                  "val_mAP": max(r["val_mAP"] for r in proj.history_), "train_s": time.perf_counter() - start}
         rows += _rows({**base, **extra}, score(proj.transform(xt), test))
-    return pd.DataFrame(rows)
+    return _store_result("dimension", key, pd.DataFrame(rows))
+
+
+def _result_path(name: str, key: str):
+    from .. import config
+
+    return config.cache_dir() / "results" / f"{name}-{key}.csv"
+
+
+def _cached_result(name: str, key: str) -> pd.DataFrame | None:
+    """A training experiment's table from an earlier run with identical inputs (features keys + settings)."""
+    path = _result_path(name, key)
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def _store_result(name: str, key: str, df: pd.DataFrame) -> pd.DataFrame:
+    import os
+
+    path = _result_path(name, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return df
 
 
 def layers(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "gem") -> pd.DataFrame:
@@ -187,6 +217,12 @@ def layers(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "gem
     return pd.DataFrame(rows)
 
 
+def _mean_view_area(kwargs: dict) -> float:
+    """Mean pixel area of a view relative to a full-size one (multi-scale views are smaller)."""
+    scales = kwargs.get("scales")
+    return float(np.mean([sc * sc for sc in scales])) if scales else 1.0
+
+
 def multipass(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "gem",
               schemes=MULTIPASS_SCHEMES, side: int = MULTIPASS_SIDE) -> pd.DataFrame:
     """Single pass vs multi-pass patches (Figure 2.7) and multi-scale: accuracy and time per image."""
@@ -199,5 +235,8 @@ def multipass(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "
         f = coil.extract("multipass", backbone, [layer], [pooling], size=side, resize="fixed", **kwargs)
         x = f.get(layer, pooling)
         rows += _rows({"variant": label, "pooling": pooling, "side": side, "dim": x.shape[1],
+                       "forwards_per_image": f.forwards_per_image,
+                       # pixels pushed through the network per image, in units of one 224-px pass
+                       "cost_vs_224px": f.forwards_per_image * _mean_view_area(kwargs) * (side / 224) ** 2,
                        "ms_per_image": 1000 * f.seconds_per_image}, score(x, test))
     return pd.DataFrame(rows)
