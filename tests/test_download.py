@@ -36,7 +36,7 @@ def _sha256(path) -> str:
 def _need_mirror(*names):
     missing = [n for n in names if not (MIRROR / n).is_file()]
     if missing:
-        pytest.skip(f"shared mirror lacks {missing} (expected under {MIRROR})")
+        pytest.fail(f"shared mirror lacks {missing} (expected under {MIRROR}: put ../shared beside the checkout)")
 
 
 @pytest.fixture(autouse=True)
@@ -410,7 +410,8 @@ def test_hand_placed_folder_is_accepted_unless_an_extraction_was_interrupted(tmp
 def test_fashion_mnist_resolves_to_the_debian_folder(tmp_path):
     names = [f.filename for f in manifest.get("fashion_mnist").files]
     if not all((DEBIAN_FASHION / n).is_file() for n in names):
-        pytest.skip(f"Debian package dataset-fashion-mnist not installed ({DEBIAN_FASHION} lacks {names})")
+        pytest.fail(f"Debian package dataset-fashion-mnist not installed ({DEBIAN_FASHION} lacks {names}): "
+                    "apt-get install -y dataset-fashion-mnist (.ci/run does this)")
     assert download.ensure("fashion_mnist", tmp_path, download=False) == DEBIAN_FASHION
     assert download.locate("fashion_mnist", tmp_path) == DEBIAN_FASHION
     statuses = {f["status"] for f in download.verify("fashion_mnist", tmp_path)["files"]}
