@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "backbones", "cli", "config", "datasets", "embedding", "evaluate", "experiments", "features", "figures",
-    "hashing", "projection",
+    "finetune", "hashing", "projection", "rerank",
     "index", "nn", "survey", "whitening", "widgets", "baselines",
 }
 

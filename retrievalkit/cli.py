@@ -46,8 +46,14 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_reproduce(args) -> int:
-    from .experiments.reproduce import StepsFailed, reproduce
+    from .experiments.reproduce import StepsFailed, from_cache, reproduce
 
+    if args.from_cache:
+        if args.steps:
+            raise ValueError("--from-cache redraws every figure from results/ and takes no --steps")
+        for path in from_cache(args.figures, args.results):
+            print(path)
+        return 0
     try:
         written = reproduce(
             args.steps or None,
@@ -84,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reproduce", help="run the survey's experiments; write figures/ and results/")
     rp.add_argument("--steps", nargs="*", help="only these steps (default: all)")
     rp.add_argument("--small", action="store_true", help="SMALL mode (subsets; same as RETRIEVALKIT_SMALL=1)")
+    rp.add_argument("--from-cache", action="store_true",
+                    help="compute nothing: redraw the figures from results/*.csv and rewrite figures/REPORT.md")
     rp.add_argument("--figures", default="figures")
     rp.add_argument("--results", default="results")
     rp.set_defaults(func=_cmd_reproduce)

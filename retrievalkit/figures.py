@@ -178,3 +178,32 @@ def variant_bars(df, label: str = "variant", protocol: str = "all", time_column:
     ax.set_title(title or "", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def progress_timeline(df, metric: str = "mAP", title: str | None = None):
+    """The survey's Figure 2.12(a) redrawn from its tables: reported results by year, best-so-far steps.
+
+    ``df`` is :func:`retrievalkit.survey.progress_timeline`. notebooks/12_reproduce_survey_figures.
+    """
+    import matplotlib.pyplot as plt
+
+    data = df[df["metric"] == metric]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for i, (dataset, part) in enumerate(data.groupby("dataset", sort=True)):
+        color = f"C{i}"
+        jitter = (i - 1.5) * 0.06  # keeps datasets of the same year apart
+        ax.scatter(part["year"] + jitter, part["value"], s=18, color=color, alpha=0.6)
+        best = part.groupby("year")["best_so_far"].max()
+        ax.step(best.index, best.values, where="post", color=color, label=dataset)
+        yearly_top = part.loc[part.groupby("year")["value"].idxmax()]
+        records = yearly_top[yearly_top["value"] > yearly_top["value"].cummax().shift(fill_value=-np.inf)]
+        for _, r in records.iterrows():  # name only the methods that set a new best
+            ax.annotate(r["method"], (r["year"] + jitter, r["value"]), fontsize=6, xytext=(2, 2),
+                        textcoords="offset points", color=color)
+    ax.set_xticks(sorted(data["year"].unique()))
+    ax.set_xlabel("year of the method's paper")
+    ax.set_ylabel(f"reported {metric} (%)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title or "Survey Fig. 2.12(a) from Tables 2.2–2.3: best reported result so far", fontsize=10)
+    fig.tight_layout()
+    return fig

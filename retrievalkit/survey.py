@@ -359,3 +359,50 @@ def text_numbers() -> pd.DataFrame:
 def figure_claims() -> dict:
     """Claims of Figures 2.12–2.13 (a copy of :data:`FIGURE_CLAIMS`); no per-point values exist."""
     return copy.deepcopy(FIGURE_CLAIMS)
+
+
+# ---------------------------------------------------------------- Figure 2.12(a): progress timeline
+# The survey plots the best results of 2014–2020 but prints neither the points nor its references'
+# years (the Markdown has no bibliography). To redraw the curve from the numbers it does print
+# (Tables 2.2 and 2.3), each method below is dated by the venue year of the paper the table's
+# method name identifies — our addition, not the survey's; undated rows are left out rather than
+# guessed. GeM [57] is dated 2018 (TPAMI online; printed 2019).
+METHOD_YEARS = {
+    "Neural codes": (2014, "Babenko et al., ECCV 2014"),
+    "CNNaug-ss": (2014, "Razavian et al., CVPR workshops 2014"),
+    "MOP-CNN": (2014, "Gong et al., ECCV 2014"),
+    "SPoC": (2015, "Babenko & Lempitsky, ICCV 2015"),
+    "R-MAC": (2016, "Tolias et al., ICLR 2016"),
+    "CroW": (2016, "Kalantidis et al., ECCV workshops 2016"),
+    "BLCF": (2016, "Mohedano et al., ICMR 2016"),
+    "Multi-scale CNN": (2016, "Razavian et al., ITE Trans. MTA 2016"),
+    "NetVLAD": (2016, "Arandjelović et al., CVPR 2016"),
+    "SfM-CNN": (2016, "Radenović et al., ECCV 2016"),
+    "Faster R-CNN": (2016, "Salvador et al., CVPR workshops 2016"),
+    "Deep Retrieval": (2017, "Gordo et al., IJCV 2017"),
+    "DELF": (2017, "Noh et al., ICCV 2017"),
+    "SIAM-FV": (2017, "Ong et al., ICIP 2017"),
+    "MoM": (2018, "Iscen et al., CVPR 2018"),
+    "GeM": (2018, "Radenović et al., TPAMI 2018"),
+}
+TIMELINE_DATASETS = ("holidays", "ukbench", "oxford5k", "paris6k")
+
+
+def progress_timeline() -> pd.DataFrame:
+    """Figure 2.12(a) redrawn from Tables 2.2–2.3: dated methods, one row per dataset result.
+
+    Columns: method, ref, table, year, venue, dataset, metric, value, best_so_far (the running
+    maximum per dataset and metric, the survey's "progress" curve). Without the +100k columns.
+    """
+    parts = []
+    for name, wide in (("2.2", table_2_2()), ("2.3", table_2_3())):
+        long = to_long(wide)
+        long.insert(2, "table", name)
+        parts.append(long[long["distractors"].isna()])
+    df = pd.concat(parts, ignore_index=True)
+    df = df[df["method"].isin(METHOD_YEARS) & df["dataset"].isin(TIMELINE_DATASETS)].copy()
+    df["year"] = df["method"].map(lambda m: METHOD_YEARS[m][0])
+    df["venue"] = df["method"].map(lambda m: METHOD_YEARS[m][1])
+    df = df.drop(columns="distractors").sort_values(["dataset", "metric", "year", "value"], kind="stable")
+    df["best_so_far"] = df.groupby(["dataset", "metric"])["value"].cummax()
+    return df.reset_index(drop=True)

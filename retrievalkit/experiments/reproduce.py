@@ -18,6 +18,7 @@ import pandas as pd
 
 from .. import config
 from ..datasets.base import DatasetNotFoundError
+from .verdicts import TIE
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,9 @@ def reproduce(
             section = (f"## Step `{name}` failed\n\n`{failed[name]}` — see the log; rerun with "
                        f"`retrievalkit reproduce --steps {name}`.\n")
         _save_section(run, name, section, time.perf_counter() - start)
+    from .redraw import redraw
+
+    run.written += redraw(run.results, run.figures, names=["survey_timeline"])[0]
     report = write_report(run.figures, run.results)
     run.written.append(report)
     if failed:
@@ -198,8 +202,43 @@ def write_report(figures_dir="figures", results_dir="results") -> Path:
         "| step | mode | seconds | date |\n|---|---|---:|---|\n" + "\n".join(rows) + "\n\n"
     )
     report = Path(figures_dir) / "REPORT.md"
-    _atomic_write(report, header + "\n".join(sections))
+    _atomic_write(report, header + _claims_section(results_dir, figures_dir) + "\n".join(sections))
     return report
+
+
+def _claims_section(results_dir, figures_dir) -> str:
+    """The survey's claims beside our verdicts (computed from the CSVs), and its progress timeline."""
+    from .verdicts import claims_vs_ours
+
+    table = claims_vs_ours(results_dir)
+    counts = table["verdict"].value_counts()
+    summary = ", ".join(f"{counts[v]} {v}" for v in ("agrees", "partly", "disagrees", "not run") if v in counts)
+    timeline = ""
+    if (Path(figures_dir) / "survey_timeline.png").is_file():
+        timeline = (
+            "### The survey's progress curve (Figure 2.12a)\n\n"
+            "Redrawn from the numbers Tables 2.2–2.3 print, each method dated by its paper's year "
+            "(`retrievalkit.survey.METHOD_YEARS`, our addition: the survey prints no years); it is the "
+            "literature's curve, not a result of this package.\n\n![timeline](survey_timeline.png)\n\n"
+        )
+    return (
+        "## The survey's claims against this run\n\n"
+        f"Each verdict is computed from the CSVs in `results/` (`retrievalkit.experiments.verdicts`; "
+        f"differences under {TIE} mAP count as ties): {summary}. The survey's numbers are landmark "
+        "benchmarks (Oxford5k, Paris6k, Holidays, UKBench) with VGG/ResNet backbones; ours are COIL-100 with "
+        "EfficientNet-Lite, so only directions are compared — the sections below give both sets of numbers.\n\n"
+        f"{table.to_markdown(index=False)}\n\n{timeline}"
+    )
+
+
+def from_cache(figures_dir="figures", results_dir="results") -> list[Path]:
+    """Redraw every figure from the saved CSVs and rewrite REPORT.md; computes nothing. notebooks/12."""
+    from .redraw import redraw
+
+    written, skipped = redraw(results_dir, figures_dir)
+    if skipped:
+        log.info("reproduce --from-cache: no CSVs yet for %s (run those steps first)", ", ".join(skipped))
+    return written + [write_report(figures_dir, results_dir)]
 
 
 class StepsFailed(RuntimeError):
