@@ -1,0 +1,181 @@
+"""Fine-tuning experiments on COIL-100: every §2.4 loss, before vs after, plus unsupervised mining.
+
+Survey §2.4 (Eqs. 2.13–2.19, Figures 2.9–2.11) and Table 2.3; taught in
+notebooks/09_supervised_finetuning and notebooks/10_unsupervised_finetuning. Functions return
+tidy DataFrames; :mod:`retrievalkit.figures_finetune` draws them.
+
+Protocol. EfficientNet-Lite0 at 128 px, frozen up to ``stage6`` (maps cached once per image);
+the tail (stage7 + head conv + GeM p) is trained. The LEARNING split (objects 1–50) is cut by
+whole objects: objects 1–40 train, objects 41–50 validate (early stopping, best epoch). The test
+split (objects 51–100; 200 queries, each a database row excluded from its own ranking) is only
+scored — before (the same tail with its ImageNet weights: the off-the-shelf GeM descriptor at
+128 px) and after fine-tuning. The trainer is handed the test split's ids and objects and refuses
+any overlap. Unsupervised methods read no label; they keep their last epoch (validation mAP is
+only recorded, to draw the curve).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from .. import evaluate
+from ..finetune import trainer as T
+from ..finetune import unsupervised as U
+from .offtheshelf import Coil
+
+VAL_FRACTION = 0.2  # of the learning objects, held out whole (objects 41–50 in full mode)
+FULL_CONFIG = T.FinetuneConfig(epochs=4, queries=160, negatives=4, pool=1500, class_batches=20)
+SMALL_CONFIG = T.FinetuneConfig(epochs=1, queries=16, negatives=3, pool=160, class_batches=2, batch_size=32)
+# (method, supervision, loss, loss kwargs, survey equation, survey Table 2.3 loss name)
+METHODS = (
+    ("ce", "supervised", "ce", {}, "2.13", "CE Loss"),
+    ("regression", "supervised", "regression", {"margin": 0.1}, "2.15", "Regression Loss"),
+    ("contrastive", "supervised", "contrastive", {"margin": 0.7}, "2.16", "Siamese Loss"),
+    ("triplet", "supervised", "triplet", {"margin": 0.1}, "2.17", "Triplet Loss"),
+    ("joint", "supervised", "joint", {"alpha": 1.0, "beta": 0.1}, "2.18", "Triplet Loss"),
+    ("double_margin", "supervised", "double_margin", {"m1": 0.1, "m2": 0.7}, "2.19", "Siamese Loss"),
+    ("ap", "supervised", "ap", {"bins": 25}, "AP loss", "AP Loss"),
+    ("manifold", "unsupervised", "contrastive", {"margin": 0.7}, "2.16", "Siamese Loss"),
+    ("kmeans", "unsupervised", "triplet", {"margin": 0.1}, "2.17", "Triplet Loss"),
+)
+EMBED_OBJECTS = 6  # test objects drawn in the before/after embedding plot
+FEATURE = "EfficientNet-Lite0 GeM (stage7+head fine-tuned, 128 px)"
+
+
+@dataclass
+class FinetuneData:
+    """Trunk maps of the training / validation parts of the learning split and of the test split."""
+
+    train: T.TrainData
+    val: T.TrainData
+    test: T.TrainData
+    test_dataset: object
+    small: bool
+
+
+def finetune_data(coil: Coil, val_fraction: float = VAL_FRACTION) -> FinetuneData:
+    """Cached frozen-trunk maps; validation = the last ``val_fraction`` of the learning objects, held out whole."""
+    learn = T.trunk_data(coil.split("learn"), progress=coil.progress)
+    test = T.trunk_data(coil.split("test"), progress=coil.progress)
+    objects = np.unique(learn.labels)
+    val_objects = objects[-max(1, int(round(val_fraction * len(objects)))):]
+    is_val = np.isin(learn.labels, val_objects)
+    return FinetuneData(learn.subset(np.flatnonzero(~is_val)), learn.subset(np.flatnonzero(is_val)), test,
+                        coil.split("test"), coil.small)
+
+
+def test_scores(result: T.FinetuneResult, data: FinetuneData) -> list[dict]:
+    """COIL-100 test protocol (all / easy / hard) on the fine-tuned descriptors (or pair scores)."""
+    x = result.describe(data.test.maps)
+    q = np.asarray(data.test_dataset.query_db_index)
+    s = result.scores(x[q], x)
+    ids = np.argsort(-s, axis=1, kind="stable")
+    return evaluate.evaluate(ids, data.test_dataset)
+
+
+def _base_config(small: bool) -> T.FinetuneConfig:
+    return SMALL_CONFIG if small else FULL_CONFIG
+
+
+def run_method(data: FinetuneData, method: str, cfg: T.FinetuneConfig | None = None, progress=None,
+               mining: dict | None = None, kmeans_k: int | None = None):
+    """Train one row of :data:`METHODS`; returns ``(result, extra)`` (extra: mining statistics)."""
+    name, supervision, loss, kwargs, *_ = next(m for m in METHODS if m[0] == method)
+    cfg = replace(cfg or _base_config(data.small), loss=loss, loss_kwargs=dict(kwargs))
+    guard = {"forbidden_ids": data.test.ids, "forbidden_labels": data.test.labels}
+    extra: dict = {}
+    if supervision == "supervised":
+        return T.finetune(data.train, data.val, cfg, progress=progress, **guard), extra
+    blind = T.TrainData(data.train.maps, None, data.train.ids)  # no label beyond this line
+    x0 = T.describe(T.TailNet(cfg.backbone, cfg.frozen), blind.maps)
+    cfg = replace(cfg, select="last")
+    if method == "manifold":
+        opts = dict(mining or {})
+        anchors = np.sort(np.random.default_rng(cfg.seed).choice(len(blind), size=min(opts.pop("anchors", 800),
+                                                                                          len(blind)), replace=False))
+        mined = U.manifold_mining(x0, anchors, **opts)
+        tuples = U.manifold_tuples(mined, cfg.queries, cfg.negatives)
+        extra = _mining_stats(mined, data.train.labels)  # labels read only to REPORT mining quality
+        return T.finetune(blind, data.val, cfg, tuples=tuples, progress=progress, **guard), extra
+    k = kmeans_k or (10 if data.small else 50)
+    pseudo = U.kmeans_labels(x0, k, seed=cfg.seed)
+    extra = {"clusters": k}
+    return T.finetune(T.TrainData(blind.maps, pseudo, blind.ids), data.val, cfg, progress=progress, **guard), extra
+
+
+def _mining_stats(mined: U.ManifoldMining, labels: np.ndarray) -> dict:
+    """How often mined positives / negatives really match the anchor's object (diagnostics only)."""
+    pos = [labels[p] == labels[a] for a, p in zip(mined.anchors, mined.positives) if len(p)]
+    neg = [labels[n] != labels[a] for a, n in zip(mined.anchors, mined.negatives) if len(n)]
+    return {"pos_precision": float(np.mean(np.concatenate(pos))) if pos else np.nan,
+            "neg_precision": float(np.mean(np.concatenate(neg))) if neg else np.nan}
+
+
+def compare(coil: Coil, methods=None, progress=None, cfg: T.FinetuneConfig | None = None):
+    """Before/after test mAP for every method; returns ``(scores, history, embedding)`` DataFrames.
+
+    ``scores``: one row per method × protocol (``stage`` "before" / "after"), with ``best_epoch``,
+    ``train_s``, ``s_per_epoch``. ``history``: loss and validation mAP per epoch per method.
+    ``embedding``: 2-D PCA coordinates of a few test objects before and after the triplet loss.
+    """
+    data = finetune_data(coil)
+    cfg = cfg or _base_config(coil.small)
+    names = list(methods or [m[0] for m in METHODS])
+    before = T.FinetuneResult(T.TailNet(cfg.backbone, cfg.frozen), T.L.TripletLoss(), [], 0, set(), cfg)
+    rows, hist, results = [], [], {}
+    base = {"feature": FEATURE, "dim": before.model.dim, "train_images": len(data.train),
+            "val_images": len(data.val)}
+    for r in test_scores(before, data):
+        rows.append({"method": "off-the-shelf", "supervision": "none", "loss": "-", "equation": "-",
+                     "survey_loss": "-", "stage": "before", **base, **r})
+    for name in names:
+        meta = next(m for m in METHODS if m[0] == name)
+        tic = time.perf_counter()
+        result, extra = run_method(data, name, cfg, progress)
+        seconds = time.perf_counter() - tic
+        results[name] = result
+        epochs = [h for h in result.history if h["epoch"] > 0]
+        info = {"method": name, "supervision": meta[1], "loss": meta[2], "equation": meta[4], "survey_loss": meta[5],
+                "stage": "after", **base, "best_epoch": result.best_epoch, "epochs_run": len(epochs),
+                "train_s": seconds, "s_per_epoch": float(np.mean([h["seconds"] for h in epochs])) if epochs else 0.0,
+                "gem_p": float(result.model.pool.p.detach()),
+                "test_images_seen": len(result.seen_ids & set(map(str, data.test.ids))), **extra}
+        rows += [{**info, **r} for r in test_scores(result, data)]
+        hist += [{"method": name, "supervision": meta[1], **h} for h in result.history]
+    scores = pd.DataFrame(rows)
+    history = pd.DataFrame(hist)
+    show = "triplet" if "triplet" in results else (names[0] if names else None)
+    embedding = embedding_table(data, before, results.get(show), show) if show else pd.DataFrame()
+    return scores, history, embedding
+
+
+def embedding_table(data: FinetuneData, before: T.FinetuneResult, after: T.FinetuneResult | None,
+                    label: str, objects: int = EMBED_OBJECTS) -> pd.DataFrame:
+    """2-D PCA of a few test objects' descriptors, before and after (one PCA per panel; display only)."""
+    chosen = np.unique(data.test.labels)[:objects]
+    rows = np.flatnonzero(np.isin(data.test.labels, chosen))
+    out = []
+    for stage, res in (("before", before), (f"after ({label})", after)):
+        if res is None:
+            continue
+        x = res.describe(data.test.maps[rows])
+        x = (x - x.mean(0)).astype(np.float64)
+        val, vec = np.linalg.eigh(x @ x.T)  # PCA through the small Gram matrix: N×N instead of D×D
+        xy = vec[:, ::-1][:, :2] * np.sqrt(np.clip(val[::-1][:2], 0, None))
+        out.append(pd.DataFrame({"stage": stage, "object": data.test.labels[rows], "x": xy[:, 0], "y": xy[:, 1]}))
+    return pd.concat(out, ignore_index=True)
+
+
+def table_2_3_like(scores: pd.DataFrame) -> pd.DataFrame:
+    """Our rows in the shape of Table 2.3 (loss, feature, dim, COIL-100 mAP before → after, protocol 'all')."""
+    s = scores[scores["protocol"] == "all"]
+    off = float(s.loc[s["stage"] == "before", "mAP"].iloc[0])
+    after = s[s["stage"] == "after"]
+    return pd.DataFrame({
+        "method": after["method"], "supervision": after["supervision"], "loss": after["survey_loss"],
+        "equation": after["equation"], "feature": after["feature"], "dim": after["dim"],
+        "coil100_mAP_before": off, "coil100_mAP_after": after["mAP"].to_numpy(),
+    }).reset_index(drop=True)

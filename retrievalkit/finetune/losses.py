@@ -1,0 +1,255 @@
+"""Loss functions of supervised fine-tuning, one module per equation of Survey §2.4.1.
+
+Taught in notebooks/09_supervised_finetuning. Conventions: descriptors are rows (``B×D``),
+L2-normalised by the model; ``D(x_i, x_j)`` is the SQUARED Euclidean distance of Eq. (2.14), so on
+unit vectors it lies in [0, 4] and equals ``2 − 2·cos``. Pair labels ``s`` are 1 for a matching
+(similar) pair and 0 for a non-matching one, as in Eq. (2.16). Every loss returns the mean over
+the pairs / triplets / queries of the batch.
+
+* :class:`CosineClassifierLoss` — Eq. (2.13), cross-entropy over a cosine classifier.
+* :class:`PairRegressionLoss` — Eq. (2.15), a transformation ``W`` scoring pairs of frozen features.
+* :class:`ContrastiveLoss` — Eq. (2.16), the (single-margin) Siamese loss.
+* :class:`TripletLoss` — Eq. (2.17).
+* :class:`JointLoss` — Eq. (2.18), α·triplet + β·cross-entropy.
+* :class:`DoubleMarginContrastiveLoss` — Eq. (2.19); ``m1 = 0`` gives back Eq. (2.16).
+* :class:`APLoss` — listwise loss: 1 − a histogram-binned (soft) average precision.
+
+:func:`tuple_pairs` / :func:`tuple_triplets` turn tuples ``(query, positive, negative_1 … negative_k)``
+into the pairs and triplets the verification losses take.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..nn import functional as F
+
+__all__ = ["sq_distance", "tuple_pairs", "tuple_triplets", "CosineClassifierLoss", "PairRegressionLoss",
+           "ContrastiveLoss", "DoubleMarginContrastiveLoss", "TripletLoss", "JointLoss", "APLoss",
+           "LOSSES", "TUPLE_LOSSES", "CLASS_LOSSES"]
+
+
+def sq_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Eq. (2.14): ``D_ij = ||a_i − b_i||²`` for matching rows of ``a`` and ``b`` (B×D each → B)."""
+    return (a - b).pow(2).sum(dim=-1)
+
+
+def tuple_pairs(desc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``B×(2+k)×D`` tuples → pairs ``(a, b, s)``: (query, positive, 1) and (query, negative_j, 0) per tuple."""
+    b, n, _ = desc.shape
+    q = desc[:, :1].expand(-1, n - 1, -1)
+    s = torch.zeros(b, n - 1, device=desc.device, dtype=desc.dtype)
+    s[:, 0] = 1
+    return q.reshape(b * (n - 1), -1), desc[:, 1:].reshape(b * (n - 1), -1), s.reshape(-1)
+
+
+def tuple_triplets(desc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``B×(2+k)×D`` tuples → triplets ``(anchor, positive, negative_j)``, k per tuple."""
+    b, n, _ = desc.shape
+    k = n - 2
+    a = desc[:, :1].expand(-1, k, -1).reshape(b * k, -1)
+    p = desc[:, 1:2].expand(-1, k, -1).reshape(b * k, -1)
+    return a, p, desc[:, 2:].reshape(b * k, -1)
+
+
+class CosineClassifierLoss(nn.Module):
+    """Eq. (2.13): cross-entropy of a cosine classifier, ``p̂ = softmax(cos(x, w_c) / T)``.
+
+    Classification-based fine-tuning (Survey §2.4.1.1, Figure 2.9a). The class weights ``w_c``
+    live in this module (``num_classes × dim``) and are L2-normalised in the logits, so the
+    descriptor is pushed towards its class direction on the sphere. Survey §2.4.1.1; taught in
+    notebooks/09_supervised_finetuning.
+    """
+
+    def __init__(self, dim: int, num_classes: int, temperature: float = 0.05):
+        super().__init__()
+        self.dim, self.num_classes, self.temperature = dim, num_classes, temperature
+        self.weight = nn.Parameter(torch.randn(num_classes, dim) * dim ** -0.5)
+
+    def logits(self, desc: torch.Tensor) -> torch.Tensor:
+        return F.l2n(desc) @ F.l2n(self.weight).T / self.temperature
+
+    def forward(self, desc: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(self.logits(desc), labels)
+
+    def extra_repr(self):
+        return f"dim={self.dim}, num_classes={self.num_classes}, temperature={self.temperature}"
+
+
+class PairRegressionLoss(nn.Module):
+    """Eq. (2.15): a transformation ``W`` (2d×1) scores pairs of frozen features, regressed to ``sim ± m``.
+
+    ``S_W(x_i, x_j) = Wᵀ φ(f_i, f_j)`` with the 2d-dimensional pair feature
+    ``φ = [f_i ⊙ f_j, |f_i − f_j|]``. (A linear map of the raw concatenation ``[f_i, f_j]`` splits
+    into one score per image, so it could not rank a database for a query; ``φ`` keeps the 2d×1
+    shape and is symmetric.) ``W`` starts at ``[1…1, 0…0]`` so ``S_W = cos`` before training. The
+    target is ``sim + m`` for a matching pair (``s = 1``) and ``sim − m`` otherwise, with ``sim`` the
+    cosine of the frozen features: the loss is ``|S_W − s(sim + m) − (1 − s)(sim − m)|``. Only ``W``
+    learns; the network stays frozen (Figure 2.9b). :meth:`score` ranks a database for queries.
+    Survey §2.4.1.2a; taught in notebooks/09_supervised_finetuning.
+    """
+
+    def __init__(self, dim: int, margin: float = 0.1):
+        super().__init__()
+        self.dim, self.margin = dim, margin
+        self.weight = nn.Parameter(torch.cat([torch.ones(dim), torch.zeros(dim)]))
+
+    def pair_score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``S_W`` of matching rows of ``a`` and ``b`` (B×d each → B)."""
+        w1, w2 = self.weight[: self.dim], self.weight[self.dim:]
+        return (a * b) @ w1 + (a - b).abs() @ w2
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        sim = (a * b).sum(-1)
+        target = s * (sim + self.margin) + (1 - s) * (sim - self.margin)
+        return (self.pair_score(a, b) - target).abs().mean()
+
+    @torch.no_grad()
+    def score(self, queries: torch.Tensor, database: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+        """``Q×N`` scores ``S_W(q, x)`` of every query against every database row (higher = closer)."""
+        w1, w2 = self.weight[: self.dim], self.weight[self.dim:]
+        out = []
+        for start in range(0, len(queries), chunk):
+            q = queries[start:start + chunk]
+            out.append((q * w1) @ database.T + ((q[:, None] - database[None]).abs() * w2).sum(-1))
+        return torch.cat(out)
+
+    def extra_repr(self):
+        return f"dim={self.dim}, margin={self.margin}"
+
+
+class ContrastiveLoss(nn.Module):
+    """Eq. (2.16), the Siamese loss: ``½·s·D + ½·(1 − s)·max(0, m − D)`` with ``D`` of Eq. (2.14).
+
+    Matching pairs are pulled together all the way to distance 0; non-matching pairs are pushed
+    until they are at least ``m`` apart (Figure 2.10a). Survey §2.4.1.2b; taught in
+    notebooks/09_supervised_finetuning.
+    """
+
+    def __init__(self, margin: float = 0.7):
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        d = sq_distance(a, b)
+        return (0.5 * s * d + 0.5 * (1 - s) * torch.clamp(self.margin - d, min=0)).mean()
+
+    def extra_repr(self):
+        return f"margin={self.margin}"
+
+
+class DoubleMarginContrastiveLoss(nn.Module):
+    """Eq. (2.19): ``½·s·max(0, D − m1) + ½·(1 − s)·max(0, m2 − D)``.
+
+    Matching pairs are only pulled while farther apart than ``m1`` (Figure 2.10c); non-matching
+    pairs pushed until ``m2``. Since ``D ≥ 0``, ``m1 = 0`` is exactly the Siamese loss (2.16) with
+    ``m = m2``. Survey §2.4.1.2 (discussion of Eq. 2.16); taught in notebooks/09_supervised_finetuning.
+    """
+
+    def __init__(self, m1: float = 0.1, m2: float = 0.7):
+        super().__init__()
+        self.m1, self.m2 = m1, m2
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        d = sq_distance(a, b)
+        return (0.5 * s * torch.clamp(d - self.m1, min=0) + 0.5 * (1 - s) * torch.clamp(self.m2 - d, min=0)).mean()
+
+    def extra_repr(self):
+        return f"m1={self.m1}, m2={self.m2}"
+
+
+class TripletLoss(nn.Module):
+    """Eq. (2.17): ``max(0, m + D(a, p) − D(a, n))`` — the negative must be ``m`` farther than the positive.
+
+    Survey §2.4.1.2c, Figure 2.10b; taught in notebooks/09_supervised_finetuning.
+    """
+
+    def __init__(self, margin: float = 0.1):
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(self.margin + sq_distance(a, p) - sq_distance(a, n), min=0).mean()
+
+    def extra_repr(self):
+        return f"margin={self.margin}"
+
+
+class JointLoss(nn.Module):
+    """Eq. (2.18): ``α·L_Triplet(a, p, n) + β·L_CE(p̂, y)`` — a triplet constraint plus classification.
+
+    ``forward(a, p, n, desc, labels)``: the triplets and, for the cross-entropy term, descriptors
+    with their class labels (typically every image of the tuples). Survey §2.4.1.2, Figure 2.9f;
+    taught in notebooks/09_supervised_finetuning.
+    """
+
+    def __init__(self, dim: int, num_classes: int, alpha: float = 1.0, beta: float = 0.1,
+                 margin: float = 0.1, temperature: float = 0.05):
+        super().__init__()
+        self.alpha, self.beta = alpha, beta
+        self.triplet = TripletLoss(margin)
+        self.ce = CosineClassifierLoss(dim, num_classes, temperature)
+
+    def forward(self, a, p, n, desc, labels) -> torch.Tensor:
+        return self.alpha * self.triplet(a, p, n) + self.beta * self.ce(desc, labels)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}, beta={self.beta}"
+
+
+class APLoss(nn.Module):
+    """Listwise loss ``1 − mAP`` with AP relaxed by soft histogram binning (Survey §2.4.1.2, discussion).
+
+    Every row of the batch queries all the others. Cosine similarities in [−1, 1] are softly
+    assigned to ``bins`` equally spaced centres with a triangular kernel of width one bin step
+    (each similarity splits its unit mass between its two nearest centres). Walking the bins from
+    the most to the least similar, precision at bin ``b`` is (positives up to ``b``) / (items up to
+    ``b``), and AP = Σ_b precision_b · (positives in ``b``) / (all positives) — the binned form of
+    the finite-sum AP, differentiable in the similarities. Queries without a positive in the batch
+    are ignored. Taught in notebooks/09_supervised_finetuning.
+    """
+
+    def __init__(self, bins: int = 25, eps: float = 1e-8):
+        super().__init__()
+        self.bins, self.eps = bins, eps
+
+    def binned_ap(self, sim: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Soft AP of each row of similarities ``sim`` (Q×N), ``pos`` marking positives, ``valid`` the ranked items."""
+        centres = torch.linspace(1, -1, self.bins, device=sim.device, dtype=sim.dtype)  # most similar first
+        step = 2.0 / (self.bins - 1)
+        w = torch.clamp(1 - (sim[..., None] - centres).abs() / step, min=0) * valid[..., None]  # Q×N×bins
+        pos_b = (w * pos[..., None]).sum(1)
+        precision = pos_b.cumsum(1) / (w.sum(1).cumsum(1) + self.eps)
+        n_pos = (pos & valid).sum(1).to(sim.dtype)
+        ap = (precision * pos_b).sum(1) / n_pos.clamp(min=1)
+        return torch.where(n_pos > 0, ap, torch.full_like(ap, float("nan")))
+
+    def soft_ap(self, desc: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-query soft AP (``B``; NaN for queries with no positive in the batch)."""
+        x = F.l2n(desc)
+        off = ~torch.eye(len(x), dtype=torch.bool, device=x.device)
+        return self.binned_ap(x @ x.T, (labels[:, None] == labels[None]) & off, off)
+
+    def forward(self, desc: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        ap = self.soft_ap(desc, labels)
+        ap = ap[~torch.isnan(ap)]
+        if len(ap) == 0:
+            raise ValueError("APLoss: no query has a positive in its batch; sample batches with MPerClassSampler")
+        return 1 - ap.mean()
+
+    def extra_repr(self):
+        return f"bins={self.bins}"
+
+
+# loss name → what its batches are made of: "tuples" (mined query/positive/negatives) or "classes" (m per class)
+TUPLE_LOSSES = ("contrastive", "double_margin", "triplet", "joint")
+CLASS_LOSSES = ("ce", "ap")
+LOSSES = {
+    "ce": CosineClassifierLoss,
+    "regression": PairRegressionLoss,
+    "contrastive": ContrastiveLoss,
+    "double_margin": DoubleMarginContrastiveLoss,
+    "triplet": TripletLoss,
+    "joint": JointLoss,
+    "ap": APLoss,
+}
