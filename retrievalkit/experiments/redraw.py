@@ -27,7 +27,9 @@ class CachedFigure:
 def _registry() -> list[CachedFigure]:
     from .. import figures as f
     from .. import figures_embedding as fe
+    from .. import figures_finetune as ff
     from .. import figures_hashing as fh
+    from .. import figures_rerank as fr
     from .. import survey
     from . import hashing
 
@@ -58,6 +60,18 @@ def _registry() -> list[CachedFigure]:
         CachedFigure("hashing_diagnostics", ("hashing",), lambda d: fh.code_diagnostics(d, hashing.PR_BITS),
                      "hashing: bit balance and correlation"),
         CachedFigure("hashing_pr", ("hashing_pr",), fh.pr_curves, "hashing: precision-recall"),
+        CachedFigure("finetune_before_after", ("finetune",), ff.before_after,
+                     "fine-tuning: test mAP before and after, per loss"),
+        CachedFigure("finetune_curves", ("finetune_history",), ff.training_curves, "fine-tuning: training curves"),
+        CachedFigure("finetune_embedding", ("finetune_embedding",), ff.embedding,
+                     "fine-tuning: test descriptors in 2-D before and after"),
+        CachedFigure("table_2_3_reported_vs_ours", ("table_2_3_ours",),
+                     lambda d: ff.reported_vs_ours(d, survey.table_2_3()), "Table 2.3: reported vs ours"),
+        CachedFigure("rerank_accuracy_time", ("rerank", "rerank_scale"),
+                     lambda a, b: fr.accuracy_time(pd.concat([a, b], ignore_index=True)),
+                     "re-ranking and diffusion: mAP vs ms per query"),
+        CachedFigure("rerank_grid", ("rerank_grid",), fr.selection_grid,
+                     "re-ranking hyper-parameters chosen on the learning split"),
         CachedFigure("table_2_1_pareto", ("table_2_1",), fh.pareto, "Table 2.1: accuracy vs time vs memory"),
         CachedFigure("scale", ("scale",), fh.scale_curves, "search time and memory against database size"),
     ]

@@ -117,9 +117,12 @@ def _worst_and_median_queries(ids, dataset, n_worst: int = 3, n_median: int = 2)
 
 
 def _all_steps() -> dict[str, Callable[[Run], str]]:
-    from . import embedding_steps, hashing_steps, offtheshelf_steps
+    from . import embedding_steps, finetune_steps, hashing_steps, offtheshelf_steps, rerank_steps
 
-    return {"baseline": step_baseline, **offtheshelf_steps.STEPS, **embedding_steps.STEPS, **hashing_steps.STEPS}
+    hashing = dict(hashing_steps.STEPS)
+    efficiency = {"efficiency": hashing.pop("efficiency")}  # Table 2.1 closes the survey's §2.5.3
+    return {"baseline": step_baseline, **offtheshelf_steps.STEPS, **embedding_steps.STEPS, **hashing,
+            **finetune_steps.STEPS, **rerank_steps.STEPS, **efficiency}
 
 
 STEPS: dict[str, Callable[[Run], str]] = _all_steps()
