@@ -113,7 +113,10 @@ def test_scale_adds_distractors_that_never_count_as_positives(coil, splits):
     assert "diffusion joint (transductive)" not in set(sc["method"])
     assert np.isnan(sc.set_index("method").loc["diffusion iterative", "mAP"])
     base = E.compare(test, params, methods=("none",), single_queries=1)
-    assert sc.set_index("method").loc["none", "mAP"] <= base["mAP"].iloc[0] + 1e-9
+    # distractors can only push positives down, and real rows must stay first (ground truth still holds):
+    # with the rows misaligned the mAP would collapse to chance (≈ 0.06 here)
+    with_distractors, without = sc.set_index("method").loc["none", "mAP"], base["mAP"].iloc[0]
+    assert without - 0.05 < with_distractors <= without + 1e-9
     small = test.x[:300, :48] / np.linalg.norm(test.x[:300, :48], axis=1, keepdims=True)
     extra = E.lifted_distractors(small, 2000, dim=16, seed=0)
     assert extra.shape == (2000, 48) and extra.dtype == np.float32

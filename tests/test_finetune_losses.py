@@ -133,3 +133,8 @@ def test_ap_loss_is_one_minus_mean_soft_ap_and_falls_when_positives_come_closer(
     assert loss(closer, y).item() < loss(x, y).item() - 0.2
     with pytest.raises(ValueError, match="positive"):
         L.APLoss()(x[:2], torch.tensor([0, 1]))  # no query has a positive: nothing to average
+
+
+def test_ap_loss_rejects_too_few_bins():
+    with pytest.raises(ValueError, match="at least 2 bins"):
+        L.APLoss(bins=1)

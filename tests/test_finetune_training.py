@@ -40,8 +40,54 @@ def test_hardest_negatives_are_the_most_similar_non_matching_items(one_per_class
 
 
 def test_hardest_negatives_pad_with_minus_one_when_the_pool_runs_out():
-    got = miners.hardest_negatives(_random_desc(1, 4, 3), _random_desc(5, 4, 4), [0], [0, 0, 1, 1, 2], k=4)
-    assert sorted(got[0, :2].tolist()) != [-1, -1] and got[0, 2:].tolist() == [-1, -1]
+    pl = np.array([0, 0, 1, 1, 2])
+    got = miners.hardest_negatives(_random_desc(1, 4, 3), _random_desc(5, 4, 4), [0], pl, k=4)
+    assert (got[0, :2] >= 0).all() and sorted(pl[got[0, :2]].tolist()) == [1, 2]  # one per other class
+    assert got[0, 2:].tolist() == [-1, -1]
+
+
+def test_fill_negatives_cycles_short_rows_and_drops_empty_ones():
+    keep, filled = T.fill_negatives(np.array([[4, 7, -1, -1], [-1, -1, -1, -1], [2, 3, 5, 6], [9, -1, -1, -1]]))
+    assert keep.tolist() == [True, False, True, True]
+    assert filled.tolist() == [[4, 7, 4, 7], [2, 3, 5, 6], [9, 9, 9, 9]]
+    keep, filled = T.fill_negatives(np.full((2, 3), -1))
+    assert not keep.any() and filled.shape == (0, 3)
+
+
+def test_trainer_never_uses_padding_as_a_negative(coil_data, monkeypatch):
+    """With two classes and two negatives per tuple the miner pads with -1; the padding must not
+    become ``pool[-1]`` (a real row, often of the query's own class): every negative of every
+    batch is of another class than its query."""
+    train, val = _part(coil_data, [1, 2]), _part(coil_data, [9, 10])
+    batches = []
+    real_batch = T._batch
+
+    def spy_batch(maps, rows, device):
+        rows = np.asarray(rows)
+        if not np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):  # describe() reads ranges
+            batches.append(rows.copy())
+        return real_batch(maps, rows, device)
+
+    monkeypatch.setattr(T, "_batch", spy_batch)
+    T.finetune(train, val, _cfg(select="last", epochs=1, queries=8, pool=60, negatives=2))
+    assert sum(len(b) for b in batches) == 8 * 4  # all 8 tuples trained (query, positive, 2 negatives)
+    for b in batches:
+        t = b.reshape(-1, 4)
+        assert (train.labels[t[:, 0]] == train.labels[t[:, 1]]).all()
+        assert (train.labels[t[:, 2:]] != train.labels[t[:, :1]]).all()
+
+
+def test_trainer_explains_when_no_tuple_can_be_formed():
+    maps = np.random.default_rng(0).normal(size=(6, 192, 4, 4)).astype(np.float32)
+    one_class = T.TrainData(maps, np.zeros(6, int), np.arange(6).astype(str))
+    cfg = _cfg(select="last", epochs=1, queries=4, pool=6)
+    with pytest.raises(ValueError, match="no \\(query, positive, negative\\) tuple"):
+        T.finetune(one_class, None, cfg, model=T.TailNet(weights=None))
+
+
+def test_trainer_rejects_an_unknown_selection_rule(coil_data):
+    with pytest.raises(ValueError, match="select must be"):
+        T.finetune(_part(coil_data, [1, 2]), _part(coil_data, [9]), _cfg(select="best"))
 
 
 def test_m_per_class_sampler_batches_and_determinism():
@@ -55,8 +101,10 @@ def test_m_per_class_sampler_batches_and_determinism():
     assert batches == list(s)  # same epoch → same batches
     s.set_epoch(1)
     assert batches != list(s)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="multiple of m=3"):
         miners.MPerClassSampler(labels, m=3, batch_size=10)
+    with pytest.raises(ValueError, match="positive integer"):
+        miners.MPerClassSampler(labels, m=0, batch_size=12)
 
 
 def test_make_tuples_positive_is_another_view_of_the_same_class():

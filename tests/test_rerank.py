@@ -63,6 +63,11 @@ def test_alpha_qe_with_alpha_zero_is_average_qe(x):
     a, b = rerank.alpha_qe(q, x, 4, alpha=0.0), rerank.average_qe(q, x, 4)
     np.testing.assert_array_equal(a[1], b[1])
     assert_allclose(a[0], b[0])
+    # both equal a search with the plain mean of the query and its top-4, written out here
+    top4 = np.argsort(-(q @ x.T), axis=1, kind="stable")[:, :4]
+    mean = q + x[top4].sum(axis=1)
+    mean /= np.linalg.norm(mean, axis=1, keepdims=True)
+    assert_allclose(b[0], -np.sort(-(mean @ x.T), axis=1)[:, : b[0].shape[1]], atol=1e-5)
     assert not np.array_equal(rerank.alpha_qe(q, x, 4, alpha=3.0)[0], a[0])  # α matters once > 0
 
 
@@ -133,6 +138,12 @@ def test_cg_equals_dense_linear_solve(x):
         assert_allclose(rerank.cg(S, Y[:, 0], alpha, tol=1e-10), dense[:, 0], rtol=1e-7, atol=1e-9)
 
 
+def test_cg_warns_when_it_stops_before_convergence(x):
+    S = rerank.normalize(rerank.knn_graph(x, 8))
+    with pytest.warns(RuntimeWarning, match="did not reach tol"):
+        rerank.cg(S, np.ones(len(x)), 0.99, tol=1e-12, max_iter=2)
+
+
 def test_iteration_converges_to_the_closed_form(x):
     S = rerank.normalize(rerank.knn_graph(x, 8))
     y = np.zeros(len(x))
@@ -154,6 +165,12 @@ def test_inductive_diffusion_does_not_depend_on_other_queries(x):
         np.testing.assert_array_equal(i_all[3], i_one[0])
         np.testing.assert_array_equal(i_other[0], i_one[0])
         assert_allclose(s_all[3], s_one[0], rtol=1e-6, atol=1e-9)
+    # the Gaussian affinity's σ is fixed at fit time: seeds do not depend on the query batch either
+    g = rerank.Diffusion(k=8, alpha=0.95, query_k=5, similarity="gaussian").fit(x)
+    alone = g.seeds(q[3:4] @ x.T)
+    batch = g.seeds(np.concatenate([q[3:4], -q[4:12]]) @ x.T)[:1]  # far-away companions: other median
+    assert_allclose(batch, alone, rtol=1e-6)
+    np.testing.assert_array_equal(g.search(q)[1][3], g.search(q[3:4])[1][0])
     # …whereas joint (transductive) diffusion does change when other queries join the graph
     j1 = rerank.joint_search(q[3:4], x, 8, 0.95)
     j2 = rerank.joint_search(np.concatenate([q[3:4], q[3:4] + 0.01 * _unit(1, 12, 5)]), x, 8, 0.95)

@@ -83,7 +83,7 @@ def _base_config(small: bool) -> T.FinetuneConfig:
 def run_method(data: FinetuneData, method: str, cfg: T.FinetuneConfig | None = None, progress=None,
                mining: dict | None = None, kmeans_k: int | None = None):
     """Train one row of :data:`METHODS`; returns ``(result, extra)`` (extra: mining statistics)."""
-    name, supervision, loss, kwargs, *_ = next(m for m in METHODS if m[0] == method)
+    name, supervision, loss, kwargs, *_ = _method(method)
     cfg = replace(cfg or _base_config(data.small), loss=loss, loss_kwargs=dict(kwargs))
     guard = {"forbidden_ids": data.test.ids, "forbidden_labels": data.test.labels}
     extra: dict = {}
@@ -103,7 +103,19 @@ def run_method(data: FinetuneData, method: str, cfg: T.FinetuneConfig | None = N
     k = kmeans_k or (10 if data.small else 50)
     pseudo = U.kmeans_labels(x0, k, seed=cfg.seed)
     extra = {"clusters": k}
-    return T.finetune(T.TrainData(blind.maps, pseudo, blind.ids), data.val, cfg, progress=progress, **guard), extra
+    # cluster ids are not object ids: comparing them with the test objects would refuse any k > 50
+    # for no reason; the image-id guard (and the object guard on the validation part) still apply
+    T._check_protocol([("validation", data.val)], None, data.test.labels)
+    return T.finetune(T.TrainData(blind.maps, pseudo, blind.ids), data.val, cfg, progress=progress,
+                      forbidden_ids=data.test.ids), extra
+
+
+def _method(name: str):
+    """The :data:`METHODS` row called ``name``, or a ValueError listing the valid names."""
+    for m in METHODS:
+        if m[0] == name:
+            return m
+    raise ValueError(f"unknown fine-tuning method {name!r}; choose from {[m[0] for m in METHODS]}")
 
 
 def _mining_stats(mined: U.ManifoldMining, labels: np.ndarray) -> dict:
@@ -124,6 +136,8 @@ def compare(coil: Coil, methods=None, progress=None, cfg: T.FinetuneConfig | Non
     data = finetune_data(coil)
     cfg = cfg or _base_config(coil.small)
     names = list(methods or [m[0] for m in METHODS])
+    for name in names:
+        _method(name)  # fail before any training on a misspelt name
     before = T.FinetuneResult(T.TailNet(cfg.backbone, cfg.frozen), T.L.TripletLoss(), [], 0, set(), cfg)
     rows, hist, results = [], [], {}
     base = {"feature": FEATURE, "dim": before.model.dim, "train_images": len(data.train),
@@ -132,7 +146,7 @@ def compare(coil: Coil, methods=None, progress=None, cfg: T.FinetuneConfig | Non
         rows.append({"method": "off-the-shelf", "supervision": "none", "loss": "-", "equation": "-",
                      "survey_loss": "-", "stage": "before", **base, **r})
     for name in names:
-        meta = next(m for m in METHODS if m[0] == name)
+        meta = _method(name)
         tic = time.perf_counter()
         result, extra = run_method(data, name, cfg, progress)
         seconds = time.perf_counter() - tic

@@ -86,6 +86,9 @@ class PairRegressionLoss(nn.Module):
     target is ``sim + m`` for a matching pair (``s = 1``) and ``sim − m`` otherwise, with ``sim`` the
     cosine of the frozen features: the loss is ``|S_W − s(sim + m) − (1 − s)(sim − m)|``. Only ``W``
     learns; the network stays frozen (Figure 2.9b). :meth:`score` ranks a database for queries.
+    (The survey's sentence before Eq. 2.15 says S = 0 marks a similar pair; with that reading the
+    target would pull similar pairs' scores *down*, against the stated aim, so ``s = 1`` = matching
+    here, as in Eq. 2.16.)
     Survey §2.4.1.2a; taught in notebooks/09_supervised_finetuning.
     """
 
@@ -211,6 +214,8 @@ class APLoss(nn.Module):
 
     def __init__(self, bins: int = 25, eps: float = 1e-8):
         super().__init__()
+        if int(bins) != bins or bins < 2:
+            raise ValueError(f"APLoss needs at least 2 bins (an integer), got {bins!r}")
         self.bins, self.eps = bins, eps
 
     def binned_ap(self, sim: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -73,6 +73,8 @@ class MPerClassSampler(torch.utils.data.Sampler):
     def __init__(self, labels, m: int = 4, batch_size: int = 64, batches: int | None = None, seed: int = 0):
         self.labels = np.asarray(labels)
         self.classes = np.unique(self.labels)
+        if int(m) != m or m < 1:
+            raise ValueError(f"m (images per class in a batch) must be a positive integer, got {m!r}")
         if batch_size % m or batch_size // m > len(self.classes):
             raise ValueError(f"batch_size={batch_size} must be a multiple of m={m} with at most "
                              f"{len(self.classes)} classes per batch")

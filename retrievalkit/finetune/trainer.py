@@ -43,7 +43,7 @@ from . import losses as L
 from .miners import MPerClassSampler, hardest_negatives, make_tuples
 
 __all__ = ["TrainData", "TailNet", "FinetuneConfig", "FinetuneResult", "trunk_data", "describe", "finetune",
-           "loo_map", "DEFAULT_FROZEN", "DEFAULT_SIZE"]
+           "fill_negatives", "loo_map", "DEFAULT_FROZEN", "DEFAULT_SIZE"]
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 DEFAULT_FROZEN = "stage6"  # last frozen stage; its output maps are cached
@@ -215,6 +215,21 @@ class FinetuneResult:
         return queries @ database.T
 
 
+def fill_negatives(neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Complete ``Q×k`` negative rows padded with −1 (fewer than ``k`` were mined).
+
+    Returns ``(keep, filled)``: ``keep`` marks the rows with at least one negative; ``filled`` holds
+    those rows with their negatives cycled to length ``k`` (hardest first, repeated when short, as
+    :func:`~retrievalkit.finetune.unsupervised.manifold_tuples` does). A −1 must never reach the
+    indexing of the training rows: it would silently pick the last row, possibly a positive.
+    """
+    neg = np.asarray(neg, dtype=np.int64)
+    keep = (neg >= 0).any(axis=1)
+    k = neg.shape[1]
+    filled = [np.resize(r[r >= 0], k) for r in neg[keep]]
+    return keep, (np.stack(filled) if filled else np.zeros((0, k), dtype=np.int64))
+
+
 def _make_loss(cfg: FinetuneConfig, dim: int, n_classes: int) -> nn.Module:
     cls = L.LOSSES.get(cfg.loss)
     if cls is None:
@@ -270,7 +285,8 @@ def finetune(learn: TrainData, val: TrainData | None = None, cfg: FinetuneConfig
     given). ``val``: validation part, also from the LEARNING split, with labels — for the
     validation mAP curve and, with ``cfg.select == "val"``, model selection. ``tuples``: for
     unsupervised training, a callable ``tuples(epoch, rng) -> (queries, positives, negatives)`` of
-    row indices into ``learn`` (negatives Q×k), used instead of label-based mining.
+    row indices into ``learn`` (negatives Q×k, −1 = none: short rows are cycled and rows without
+    a negative dropped, see :func:`fill_negatives`), used instead of label-based mining.
     ``checkpoint``: a file written after every epoch; with ``resume`` an existing one is continued.
     ``forbidden_ids`` / ``forbidden_labels``: the test split's image ids and objects (refused).
     ``history``: one dict per epoch (epoch 0 = the starting model), with ``loss`` (training mean),
@@ -279,6 +295,8 @@ def finetune(learn: TrainData, val: TrainData | None = None, cfg: FinetuneConfig
     from tqdm.auto import tqdm
 
     cfg = cfg or FinetuneConfig()
+    if cfg.select not in ("val", "last"):
+        raise ValueError(f"select must be 'val' (best validation epoch) or 'last', got {cfg.select!r}")
     _check_protocol([("training", learn), ("validation", val)], forbidden_ids, forbidden_labels)
     if learn.labels is None and tuples is None:
         raise ValueError("training data without labels needs tuples= (e.g. from finetune.unsupervised)")
@@ -362,9 +380,17 @@ def finetune(learn: TrainData, val: TrainData | None = None, cfg: FinetuneConfig
                 rows = np.unique(np.concatenate([q, pool]))
                 desc = np.zeros((len(learn), model.dim), np.float32)
                 desc[rows] = describe(model, learn.subset(rows).maps, device=dev)
-                neg = pool[hardest_negatives(desc[q], desc[pool], learn.labels[q], learn.labels[pool], cfg.negatives)]
-            tup = np.concatenate([np.asarray(q)[:, None], np.asarray(pos)[:, None], np.asarray(neg)], axis=1)
-            tup = tup[(tup >= 0).all(1)][rng.permutation(len(tup))] if len(tup) else tup
+                hard = hardest_negatives(desc[q], desc[pool], learn.labels[q], learn.labels[pool], cfg.negatives)
+                neg = np.where(hard >= 0, pool[np.maximum(hard, 0)], -1)  # keep the -1 padding (pool[-1] is a real row)
+            q, pos = np.asarray(q, dtype=np.int64), np.asarray(pos, dtype=np.int64)
+            keep, neg = (fill_negatives(np.asarray(neg, dtype=np.int64).reshape(len(q), -1)) if len(q)
+                         else (np.zeros(0, bool), np.zeros((0, 1), np.int64)))
+            tup = np.concatenate([q[keep, None], pos[keep, None], neg], axis=1)
+            if not len(tup):
+                raise ValueError(f"epoch {epoch}: no (query, positive, negative) tuple could be formed from "
+                                 f"{len(q)} queries: every query needs another image of its class and a pool "
+                                 f"item of another class; use more classes or a larger pool (cfg.pool={cfg.pool})")
+            tup = tup[rng.permutation(len(tup))]
             batches = [tup[s:s + cfg.tuple_batch] for s in range(0, len(tup), cfg.tuple_batch)]
         total, count = 0.0, 0
         for batch in batches:

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from .graph import DEFAULT_GAMMA, _rows, affinity, check_k, knn_graph, normalize
+from .graph import DEFAULT_GAMMA, _rows, affinity, check_k, knn, knn_graph, normalize
 
 DEFAULT_K = 50        # graph neighbours (Iscen et al. 2017 use 50 on Oxford/Paris)
 DEFAULT_ALPHA = 0.99  # restart 1 − α: long walks, as in Iscen et al. 2017
@@ -77,6 +77,13 @@ def cg(S, y, alpha: float = DEFAULT_ALPHA, *, tol: float = 1e-6, max_iter: int =
         P[:, a_idx] = R[:, a_idx] + (rr_new / rr[a_idx]) * Pa
         rr[a_idx] = rr_new
         active[a_idx] = rr_new > stop[a_idx]
+    if active.any():
+        import warnings
+
+        warnings.warn(f"cg: {int(active.sum())} of {len(active)} columns did not reach tol={tol:g} in "
+                      f"max_iter={max_iter} iterations (residual/‖y‖ up to "
+                      f"{float(np.sqrt((rr / np.maximum((Y * Y).sum(axis=0), 1e-300))[active].max())):.2e}); "
+                      f"raise max_iter or lower alpha", RuntimeWarning, stacklevel=2)
     return F[:, 0] if vec else F
 
 
@@ -154,8 +161,17 @@ class Diffusion:
         start = time.perf_counter()
         self.database_ = _rows(database, "database")
         check_k(self.query_k, len(self.database_) - 1, "query_k")
+        # σ of the Gaussian affinity is fixed here, from the database alone, so that a query's seeds
+        # never depend on the other queries searched with it (affinity's σ=None takes a median
+        # over whatever similarities it is given: a whole batch of queries at search time)
+        self.sigma_ = self.sigma
+        if self.similarity == "gaussian" and self.sigma is None:
+            n = len(self.database_)
+            sims, _ = knn(self.database_, self.database_, check_k(self.k, n - 1, "graph k"),
+                          exclude=np.arange(n)[:, None])
+            self.sigma_ = float(np.sqrt(np.median(np.maximum(2 - 2 * sims, 0)))) or 1.0
         if S is None:
-            W = knn_graph(self.database_, self.k, similarity=self.similarity, gamma=self.gamma, sigma=self.sigma,
+            W = knn_graph(self.database_, self.k, similarity=self.similarity, gamma=self.gamma, sigma=self.sigma_,
                           mutual=self.mutual)
             S = normalize(W)
         elif S.shape != (len(self.database_),) * 2:
@@ -182,7 +198,7 @@ class Diffusion:
         top = np.argpartition(-s, k - 1, axis=1)[:, :k]
         y = np.zeros(sims.shape, dtype=np.float64)
         np.put_along_axis(y, top, affinity(np.take_along_axis(sims, top, 1), self.similarity, gamma=self.gamma,
-                                           sigma=self.sigma), 1)
+                                           sigma=getattr(self, "sigma_", self.sigma)), 1)
         return y
 
     def solve(self, Y: np.ndarray) -> np.ndarray:

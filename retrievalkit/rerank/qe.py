@@ -38,7 +38,11 @@ def expand(queries, database, k: int, alpha: float = 0.0, *, exclude=None) -> np
     db = _rows(database, "database")
     sims, ids = knn(q, db, k, exclude=exclude)
     w = _weights(sims, alpha)
-    return _l2n(q + np.einsum("qk,qkd->qd", w, db[ids]))
+    out = np.empty_like(q)
+    step = max(1, (1 << 26) // max(1, k * db.shape[1]))  # bound the gathered k×D neighbours to 256 MB
+    for s in range(0, len(q), step):
+        out[s : s + step] = q[s : s + step] + np.einsum("qk,qkd->qd", w[s : s + step], db[ids[s : s + step]])
+    return _l2n(out)
 
 
 def average_qe(queries, database, k: int = 5, *, exclude=None, rank_k: int | None = None):
