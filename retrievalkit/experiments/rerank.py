@@ -37,8 +37,8 @@ from .hashing import BACKBONE, LAYER, POOLING, distractors
 from .offtheshelf import Coil, layers_for, pca_whiten
 
 QE_KS = (1, 2, 5, 10, 20, 50)
-DBA_KS = (1, 2, 5, 10, 20, 50)
-GRAPH_KS = (5, 10, 20, 50)
+DBA_KS = (1, 2, 5, 10, 20, 50, 100)
+GRAPH_KS = (3, 5, 10, 20, 50)
 ALPHAS = (0.9, 0.99)
 QE_ALPHA = 3.0     # αQE / DBA weight exponent, fixed a priori (Radenović et al. 2018)
 GAMMA = 3.0        # affinity = max(s, 0)^3, fixed a priori (Iscen et al. 2017)
