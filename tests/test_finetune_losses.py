@@ -138,3 +138,9 @@ def test_ap_loss_is_one_minus_mean_soft_ap_and_falls_when_positives_come_closer(
 def test_ap_loss_rejects_too_few_bins():
     with pytest.raises(ValueError, match="at least 2 bins"):
         L.APLoss(bins=1)
+
+
+@pytest.mark.parametrize("m1, m2", [(-0.1, 0.5), (0.5, 0.5), (0.7, 0.2)])
+def test_double_margin_refuses_margins_out_of_order(m1, m2):
+    with pytest.raises(ValueError, match="m1 < m2"):
+        L.DoubleMarginContrastiveLoss(m1, m2)

@@ -237,3 +237,13 @@ def test_initial_tail_reproduces_the_off_the_shelf_gem_descriptor(coil_data):
         maps = bb.forward_features(bb.normalize(x), ["stage6", "head"])
         want = F.l2n(F.gem(maps["head"], 3.0))
         assert_allclose(net(maps["stage6"]).numpy(), want.numpy(), atol=1e-5)
+
+
+def test_manifold_graph_and_diffusion_refuse_bad_arguments():
+    x = np.eye(4, dtype=np.float32)
+    with pytest.raises(ValueError, match="0 < k"):
+        U.knn_affinity(x, k=4)
+    s = U.knn_affinity(x, k=2)
+    for alpha in (0.0, 1.0):
+        with pytest.raises(ValueError, match="0 < alpha < 1"):
+            U.diffuse(s, [0], alpha=alpha)

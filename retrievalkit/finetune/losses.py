@@ -151,6 +151,9 @@ class DoubleMarginContrastiveLoss(nn.Module):
 
     def __init__(self, m1: float = 0.1, m2: float = 0.7):
         super().__init__()
+        if not 0 <= m1 < m2:
+            raise ValueError(f"double-margin loss needs 0 <= m1 < m2 (matching pairs pulled inside m1, "
+                             f"non-matching pushed beyond m2); got m1={m1}, m2={m2}")
         self.m1, self.m2 = m1, m2
 
     def forward(self, a: torch.Tensor, b: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

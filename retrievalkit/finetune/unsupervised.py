@@ -40,6 +40,8 @@ def knn_affinity(x: np.ndarray, k: int = 10, gamma: float = 3.0):
 
     x = np.asarray(x, dtype=np.float64)
     n = len(x)
+    if not 0 < k < n:
+        raise ValueError(f"kNN graph needs 0 < k < number of rows ({n}); got k={k}")
     sim = x @ x.T
     np.fill_diagonal(sim, -np.inf)
     nn_ = np.argsort(-sim, axis=1, kind="stable")[:, :k]
@@ -61,6 +63,9 @@ def diffuse(s: np.ndarray, anchors, alpha: float = 0.9, iterations: int = 30) ->
     (:mod:`retrievalkit.rerank` solves the limit exactly by conjugate gradient). Survey §2.4.2.1; taught
     in notebooks/10_unsupervised_finetuning.
     """
+    if not 0 < alpha < 1:
+        raise ValueError(f"diffusion needs 0 < alpha < 1 (alpha={alpha}): at 1 the walk never returns to its "
+                         "anchor and does not converge")
     anchors = np.atleast_1d(np.asarray(anchors))
     y = np.zeros((s.shape[0], len(anchors)))
     y[anchors, np.arange(len(anchors))] = 1.0
