@@ -83,6 +83,14 @@ def ap_from_ranks(positive_ranks: Sequence[int], n_positives: int | None = None,
     return float(average_precision(ids, [(ranks, np.zeros(0, np.int64))], mode)[0] * len(ranks) / n_positives)
 
 
+def label_ground_truth(labels, queries=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Ground truth when rows query their own set: positives = rows with the query's label, the query
+    itself junk (so it counts neither as a hit nor as a miss). ``queries``: row indices (default all)."""
+    labels = np.asarray(labels).ravel()
+    queries = range(len(labels)) if queries is None else queries
+    return [(np.flatnonzero(labels == labels[q]), np.array([q])) for q in queries]
+
+
 def mean_ap(ids, gnd, mode: str = "trapezoid") -> float:
     """mAP (Eq. 2.21) over the queries that have positives."""
     return float(np.nanmean(average_precision(ids, gnd, mode)))

@@ -35,7 +35,7 @@ class _FCHead(nn.Module):
 def leave_one_out_map(x: np.ndarray, labels: np.ndarray) -> float:
     """mAP when every row queries all the others (itself excluded) — the validation score."""
     _, ids = exact_search(x, x)
-    gnd = [(np.flatnonzero(labels == labels[i]), np.array([i])) for i in range(len(labels))]
+    gnd = evaluate.label_ground_truth(labels)
     return evaluate.mean_ap(ids, gnd)
 
 

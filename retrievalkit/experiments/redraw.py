@@ -88,8 +88,6 @@ def redraw(results_dir="results", figures_dir="figures", names=None) -> tuple[li
     A figure is skipped (and named in the second list) when one of its CSVs is missing, i.e. its
     step has not been run; nothing is recomputed.
     """
-    import matplotlib.pyplot as plt
-
     results, out = Path(results_dir), Path(figures_dir)
     registry = cached_figures()
     known = {fig.name for fig in registry}
@@ -106,10 +104,16 @@ def redraw(results_dir="results", figures_dir="figures", names=None) -> tuple[li
             skipped.append(fig_spec.name)
             continue
         fig = fig_spec.draw(*[pd.read_csv(p) for p in paths])
-        path = out / f"{fig_spec.name}.png"
-        tmp = path.with_name(path.name + ".tmp.png")
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        tmp.replace(path)
-        written.append(path)
+        written.append(save_png(fig, out / f"{fig_spec.name}.png"))
     return written, skipped
+
+
+def save_png(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` atomically (temp file + rename) and close it; every figure goes through here."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -57,13 +57,9 @@ class Run:
         return path
 
     def save_figure(self, fig, name: str) -> Path:
-        import matplotlib.pyplot as plt
+        from .redraw import save_png
 
-        path = self.figures / f"{name}.png"
-        tmp = path.with_name(path.name + ".tmp.png")
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        os.replace(tmp, path)
+        path = save_png(fig, self.figures / f"{name}.png")
         self.written.append(path)
         return path
 

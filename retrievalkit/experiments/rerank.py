@@ -72,10 +72,6 @@ class Split:
         return f"Split({self.name!r}, db={self.x.shape}, queries={len(self.query_rows)})"
 
 
-def _gnd_from_labels(labels: np.ndarray, query_rows: np.ndarray) -> list:
-    return [(np.setdiff1d(np.flatnonzero(labels == labels[q]), [q]), np.array([q])) for q in query_rows]
-
-
 def choose_whitening(x_learn: np.ndarray, labels: np.ndarray, query_rows: np.ndarray) -> tuple[str, dict]:
     """``"pca_w"`` or ``"none"``, decided inside the learning split only.
 
@@ -87,7 +83,7 @@ def choose_whitening(x_learn: np.ndarray, labels: np.ndarray, query_rows: np.nda
     val = np.flatnonzero(~fit_rows)
     val_labels = labels[val]
     vq = np.flatnonzero(np.isin(val, query_rows))
-    gnd = _gnd_from_labels(val_labels, vq)
+    gnd = evaluate.label_ground_truth(val_labels, vq)
     scores = {}
     for name, xv in (("none", x_learn[val]), ("pca_w", pca_whiten(x_learn[fit_rows], x_learn[val]))):
         scores[name] = evaluate.mean_ap(exact_search(xv[vq], xv)[1], gnd)

@@ -159,7 +159,7 @@ def loo_map(x: np.ndarray, labels: np.ndarray, scores: np.ndarray | None = None)
     np.fill_diagonal(s, -np.inf)
     ids = np.argsort(-s, axis=1, kind="stable")
     labels = np.asarray(labels)
-    gnd = [(np.flatnonzero(labels == labels[i]), np.array([i])) for i in range(len(labels))]
+    gnd = evaluate.label_ground_truth(labels)
     return evaluate.mean_ap(ids, gnd)
 
 

@@ -34,7 +34,9 @@ def knn_affinity(x: np.ndarray, k: int = 10, gamma: float = 3.0):
 
     ``A_ij = max(0, x_i·x_j)^γ`` when ``j`` is among the ``k`` nearest neighbours of ``i`` or vice
     versa (self excluded), else 0. Sparse, so diffusion costs O(N·k) per step. Survey §2.4.2.1,
-    Figure 2.11; taught in notebooks/10_unsupervised_finetuning.
+    Figure 2.11; taught in notebooks/10_unsupervised_finetuning. (Not :func:`retrievalkit.rerank.knn_graph`,
+    which works in float32 for speed: here float64 lets notebook 10 check the walk against its closed
+    form to 1e-12.)
     """
     from scipy import sparse
 
@@ -63,17 +65,15 @@ def diffuse(s: np.ndarray, anchors, alpha: float = 0.9, iterations: int = 30) ->
     (:mod:`retrievalkit.rerank` solves the limit exactly by conjugate gradient). Survey §2.4.2.1; taught
     in notebooks/10_unsupervised_finetuning.
     """
+    from ..rerank.diffusion import iterate
+
     if not 0 < alpha < 1:
         raise ValueError(f"diffusion needs 0 < alpha < 1 (alpha={alpha}): at 1 the walk never returns to its "
                          "anchor and does not converge")
     anchors = np.atleast_1d(np.asarray(anchors))
     y = np.zeros((s.shape[0], len(anchors)))
     y[anchors, np.arange(len(anchors))] = 1.0
-    s = s.tocsr() if hasattr(s, "tocsr") else np.asarray(s)
-    f = y.copy()
-    for _ in range(iterations):
-        f = alpha * (s @ f) + (1 - alpha) * y
-    return f
+    return iterate(s, y, alpha, tol=0.0, max_iter=iterations)  # tol 0: exactly ``iterations`` steps
 
 
 def ranks_of(scores: np.ndarray, anchor: int, unreached: float | None = None) -> np.ndarray:

@@ -179,7 +179,7 @@ def hamming_leave_one_out_map(codes, labels) -> float:
     labels = np.asarray(labels).ravel()
     dist = (B.shape[1] - B @ B.T) / 2
     ids = np.argsort(dist, axis=1, kind="stable")
-    gnd = [(np.flatnonzero(labels == labels[i]), np.array([i])) for i in range(len(labels))]
+    gnd = evaluate.label_ground_truth(labels)
     return evaluate.mean_ap(ids, gnd, mode="finite")
 
 
