@@ -19,19 +19,32 @@ def shared_mirror() -> Path:
     return MIRROR
 
 
-@pytest.fixture(scope="session")
-def coil_home(tmp_path_factory, shared_mirror) -> Path:
-    """A data home with COIL-100 fetched through the real mirror → verify → extract path, once per session."""
+def _fetch_from_mirror(name: str, home: Path, mirror: Path) -> Path:
+    """Fetch ``name`` into ``home`` through the data hub's real path: present files → mirror → URLs."""
     from retrievalkit.datasets import download
 
-    home = tmp_path_factory.mktemp("coil_home")
     old = os.environ.get("RETRIEVALKIT_MIRROR")
-    os.environ["RETRIEVALKIT_MIRROR"] = str(shared_mirror)
+    os.environ["RETRIEVALKIT_MIRROR"] = str(mirror)
     try:
-        download.ensure("coil100", home, download=False, progress=False)
+        return download.ensure(name, home, download=False, progress=False)
     finally:
         if old is None:
             os.environ.pop("RETRIEVALKIT_MIRROR", None)
         else:
             os.environ["RETRIEVALKIT_MIRROR"] = old
+
+
+@pytest.fixture(scope="session")
+def coil_home(tmp_path_factory, shared_mirror) -> Path:
+    """A data home with COIL-100 fetched through the real mirror → verify → extract path, once per session."""
+    home = tmp_path_factory.mktemp("coil_home")
+    _fetch_from_mirror("coil100", home, shared_mirror)
     return home
+
+
+@pytest.fixture(scope="session")
+def fashion_root(tmp_path_factory, shared_mirror) -> Path:
+    """The folder holding the four Fashion-MNIST files, as the data hub finds them (never a hard-coded system path)."""
+    if not (shared_mirror / "train-images-idx3-ubyte.gz").is_file():
+        pytest.fail(f"the test mirror lacks Fashion-MNIST: expected {shared_mirror}/train-images-idx3-ubyte.gz")
+    return _fetch_from_mirror("fashion_mnist", tmp_path_factory.mktemp("fashion_home"), shared_mirror)

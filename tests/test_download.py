@@ -11,6 +11,7 @@ import os
 import pickle
 import random
 import re
+import shutil
 import tarfile
 import threading
 import zipfile
@@ -24,7 +25,6 @@ from retrievalkit.datasets.download import ChecksumError, DownloadError, UnsafeA
 
 SHARED = Path(os.environ.get("RETRIEVALKIT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 MIRROR = SHARED / "mirror"
-DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 PAYLOAD = random.Random(0).randbytes(300_000)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
@@ -407,14 +407,21 @@ def test_hand_placed_folder_is_accepted_unless_an_extraction_was_interrupted(tmp
         download.ensure("holidays", tmp_path, download=False)
 
 
-def test_fashion_mnist_resolves_to_the_debian_folder(tmp_path):
+def test_fashion_mnist_resolves_to_an_os_package_folder(tmp_path, monkeypatch):
+    # A fake Debian folder (dataset-fashion-mnist installs the same re-gzipped files there).
+    system = tmp_path / "usr-share-datasets" / "fashion-mnist"
+    system.mkdir(parents=True)
     names = [f.filename for f in manifest.get("fashion_mnist").files]
-    if not all((DEBIAN_FASHION / n).is_file() for n in names):
-        pytest.fail(f"Debian package dataset-fashion-mnist not installed ({DEBIAN_FASHION} lacks {names}): "
-                    "apt-get install -y dataset-fashion-mnist (.ci/run does this)")
-    assert download.ensure("fashion_mnist", tmp_path, download=False) == DEBIAN_FASHION
-    assert download.locate("fashion_mnist", tmp_path) == DEBIAN_FASHION
-    statuses = {f["status"] for f in download.verify("fashion_mnist", tmp_path)["files"]}
+    for name in names:
+        shutil.copyfile(MIRROR / name, system / name)
+    entry = manifest.MANIFEST["fashion_mnist"]
+    monkeypatch.setitem(manifest.MANIFEST, "fashion_mnist", dataclasses.replace(entry, system_dirs=(str(system),)))
+    monkeypatch.delenv("RETRIEVALKIT_MIRROR", raising=False)
+    home = tmp_path / "home"
+    assert download.ensure("fashion_mnist", home, download=False) == system
+    assert download.locate("fashion_mnist", home) == system
+    assert not (home / "fashion_mnist").exists()  # nothing copied: the OS folder is used as it is
+    statuses = {f["status"] for f in download.verify("fashion_mnist", home)["files"]}
     assert statuses == {"known copy"}
 
 

@@ -1,7 +1,6 @@
 """Fashion-MNIST (Debian package files) and the any-folder loader, plus the shared helpers."""
 from __future__ import annotations
 
-import functools
 import gzip
 import io
 from pathlib import Path
@@ -14,17 +13,6 @@ import retrievalkit.datasets as rkd
 from retrievalkit.datasets import DatasetNotFoundError, QueryGroundTruth, fashion_mnist, folder
 from retrievalkit.datasets.base import drop_database_rows
 from retrievalkit.datasets.images import find_unreadable, read_image
-
-FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
-def needs_fashion(test):
-    """The real Fashion-MNIST files are required (CI installs them): a missing package fails, never skips."""
-    @functools.wraps(test)
-    def checked(*args, **kwargs):
-        if not (FASHION / "train-images-idx3-ubyte.gz").is_file():
-            pytest.fail(f"{FASHION} is missing: apt-get install -y dataset-fashion-mnist (.ci/run does this)")
-        return test(*args, **kwargs)
-    return checked
-
 
 def jpeg_bytes(size=(16, 12), seed=0) -> bytes:
     pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
@@ -44,11 +32,10 @@ def test_registry_points_at_existing_functions():
 # --- Fashion-MNIST --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def fashion():
-    return rkd.load("fashion_mnist", root=FASHION)
+def fashion(fashion_root):
+    return rkd.load("fashion_mnist", root=fashion_root)
 
 
-@needs_fashion
 def test_fashion_full_sizes(fashion):
     ds = fashion
     assert (ds.n_db, ds.n_queries) == (60000, 10000)
@@ -64,7 +51,6 @@ def test_fashion_full_sizes(fashion):
     assert ds.db_arrays.flags.writeable  # torch.from_numpy warns on read-only arrays
 
 
-@needs_fashion
 def test_fashion_positives_are_same_class_and_shared(fashion):
     ds = fashion
     for q in (0, 1, 9999):
@@ -75,9 +61,8 @@ def test_fashion_positives_are_same_class_and_shared(fashion):
     assert not ds.gnd[0].positives.flags.writeable
 
 
-@needs_fashion
-def test_fashion_subsampling_is_seeded(fashion):
-    small = fashion_mnist.load(root=FASHION, n_db=1000, n_queries=100, seed=0)
+def test_fashion_subsampling_is_seeded(fashion, fashion_root):
+    small = fashion_mnist.load(root=fashion_root, n_db=1000, n_queries=100, seed=0)
     assert (small.n_db, small.n_queries) == (1000, 100)
     db_ids = [int(p.name) for p in small.db_paths]
     assert db_ids == sorted(set(db_ids))
@@ -85,25 +70,32 @@ def test_fashion_subsampling_is_seeded(fashion):
     np.testing.assert_array_equal(small.db_labels, fashion.db_labels[db_ids])
     np.testing.assert_array_equal(small.gnd[3].positives, np.flatnonzero(small.db_labels == small.query_labels[3]))
 
-    again = fashion_mnist.load(root=FASHION, n_db=500, n_queries=100, seed=0)
-    other = fashion_mnist.load(root=FASHION, n_db=1000, n_queries=100, seed=1)
+    again = fashion_mnist.load(root=fashion_root, n_db=500, n_queries=100, seed=0)
+    other = fashion_mnist.load(root=fashion_root, n_db=1000, n_queries=100, seed=1)
     assert again.query_paths == small.query_paths  # the query draw ignores n_db
     assert other.query_paths != small.query_paths
 
 
-@needs_fashion
-def test_fashion_swapped_splits_and_dotted_file_names(tmp_path):
-    for path in FASHION.glob("*-ubyte.gz"):
+def test_fashion_swapped_splits_and_dotted_file_names(tmp_path, fashion_root):
+    for path in fashion_root.glob("*-ubyte.gz"):
         dotted = path.name.replace("-idx", ".idx")
         (tmp_path / dotted).symlink_to(path)
     ds = fashion_mnist.load(root=tmp_path, split_db="test", queries="train", n_queries=10)
     assert (ds.n_db, ds.n_queries) == (10000, 10)
 
 
-@needs_fashion
-def test_fashion_without_root_asks_the_data_hub(tmp_path):
+def test_fashion_without_root_asks_the_data_hub(tmp_path, monkeypatch, shared_mirror):
+    import dataclasses
+
+    from retrievalkit.datasets import manifest
+
+    # An empty data home and no OS package: the hub copies the files from the mirror into the data home.
+    entry = manifest.MANIFEST["fashion_mnist"]
+    monkeypatch.setitem(manifest.MANIFEST, "fashion_mnist", dataclasses.replace(entry, system_dirs=()))
+    monkeypatch.setenv("RETRIEVALKIT_MIRROR", str(shared_mirror))
     ds = fashion_mnist.load(data_home=tmp_path, download=False, n_db=20, n_queries=5)
-    assert ds.root == FASHION  # an empty data home, so the hub points at the Debian folder
+    assert ds.root == tmp_path / "fashion_mnist"
+    assert (ds.root / "train-images-idx3-ubyte.gz").is_file()
     assert ds.db_arrays.shape == (20, 28, 28)
 
 
