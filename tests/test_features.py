@@ -333,6 +333,62 @@ def test_corrupt_or_incomplete_published_folder_is_not_trusted(images, lite):
     assert _run(images[:3], lite).from_cache
 
 
+def _half(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _flip_last_row(path):
+    """Same size, other bytes: the last row's values replaced by garbage (a bad disk, a stray write)."""
+    data = bytearray(path.read_bytes())
+    data[-16:] = b"\x7f" * 16
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, said", [(_half, "truncated"), (_flip_last_row, "checksum mismatch")])
+def test_damaged_cache_array_is_recomputed_with_a_warning_naming_it(images, lite, caplog, damage, said):
+    first = _run(images[:3], lite)
+    expected = first.get("head", "gem", normalize=False)
+    damaged = first.folder / "head__gem.npy"
+    damage(damaged)
+    with caplog.at_level("WARNING", logger="retrievalkit.features.cache"):
+        again = _run(images[:3], lite)
+    assert not again.from_cache
+    assert str(damaged) in caplog.text and said in caplog.text and "recomputing" in caplog.text
+    assert_close(again.get("head", "gem", normalize=False), expected)
+    assert _run(images[:3], lite).from_cache  # the recomputed entry is published and trusted
+
+
+def test_cache_sidecar_records_size_and_checksum(images, lite):
+    feats = _run(images[:2], lite)
+    for entry in store.read_sidecar(feats.folder)["arrays"]:
+        path = feats.folder / entry["file"]
+        assert entry["bytes"] == path.stat().st_size and entry["crc32"] == store.crc32_of(path)
+
+
+def test_entry_without_checksums_is_size_checked_then_given_them(images, lite):
+    first = _run(images[:2], lite)
+    sidecar = store.read_sidecar(first.folder)
+    legacy = {**sidecar, "arrays": [{k: v for k, v in a.items() if k not in ("bytes", "crc32")}
+                                    for a in sidecar["arrays"]]}
+    (first.folder / store.SIDECAR).write_text(store.json.dumps(legacy))
+    again = _run(images[:2], lite)
+    assert again.from_cache
+    recorded = store.read_sidecar(first.folder)["arrays"]
+    assert all("crc32" in a for a in recorded) and recorded == sidecar["arrays"]
+    (first.folder / store.SIDECAR).write_text(store.json.dumps(legacy))
+    _half(first.folder / "head__mac.npy")
+    assert not _run(images[:2], lite).from_cache
+
+
+def test_array_damaged_after_lookup_fails_naming_the_file(images, lite):
+    feats = _run(images[:2], lite)
+    damaged = feats.folder / "head__mac.npy"
+    _half(damaged)
+    with pytest.raises(store.CorruptCacheError, match=f"{damaged}.*refresh=True"):
+        feats.get("head", "mac")
+
+
 def _key(paths, backbone, **kw):
     kw = {"layers": ["head"], "pooling": ("mac", "gem"), "size": SIZE, "resize": "fixed", **kw}
     return plan_extraction(paths, backbone, **kw).key

@@ -17,16 +17,23 @@ Layout under ``config.cache_dir()`` (``$RETRIEVALKIT_CACHE`` or ``<data home>/ca
 An extraction writes into the ``.tmp-`` folder and publishes it with one ``os.replace`` once
 the sidecar (with ``complete: true``) is written, so an interrupted run leaves nothing a later
 run trusts. Temporary folders of processes that no longer exist are removed on the next run.
+
+Integrity: the sidecar records each array's byte size and CRC-32. :func:`lookup` checks the
+``.npy`` header against the recorded shape and dtype, the file size against the header, and the
+CRC-32 of the bytes (~10 ms for a 7,200×1,280 float32 array, 35 MiB, on 2 laptop cores), so a
+truncated or overwritten array is recomputed, with a warning naming it, instead of being served.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
 import shutil
 import time
+import zlib
 from pathlib import Path
 from typing import Iterable
 
@@ -34,6 +41,7 @@ import numpy as np
 
 from .. import config as rk_config
 
+log = logging.getLogger(__name__)
 EXTRACTOR_VERSION = 1  # bump whenever a change in the extractor changes the numbers it writes
 SUBDIR = "features"
 SIDECAR = "features.json"
@@ -42,6 +50,11 @@ KEY_LENGTH = 20
 _TMP = ".tmp-"
 _OLD = ".old-"
 _STALE_WITHOUT_PID_S = 24 * 3600  # where liveness cannot be asked (Windows), trust age instead
+_CHUNK = 1 << 22
+
+
+class CorruptCacheError(ValueError):
+    """A cached array that cannot be read back as recorded (truncated, overwritten, not a .npy)."""
 
 
 # --------------------------------------------------------------------------- keys
@@ -148,15 +161,95 @@ def read_sidecar(folder: Path) -> dict | None:
         return None
 
 
-def lookup(root: Path, config: dict) -> tuple[Path, dict] | None:
-    """The published folder of ``config`` and its sidecar, when complete and made for exactly this config."""
+# --------------------------------------------------------------------------- integrity
+def crc32_of(path: Path) -> str:
+    """CRC-32 of a file's bytes as 8 hex digits (zlib's, ~3 GB/s: cheap next to reading the rows)."""
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return f"{crc:08x}"
+
+
+def _entries(sidecar: dict) -> list[dict]:
+    return [*sidecar.get("arrays", []), *sidecar.get("maps", [])]
+
+
+def add_checksums(folder: Path, sidecar: dict) -> dict:
+    """The sidecar with ``bytes`` and ``crc32`` recorded for every array file of ``folder``."""
+    out = {**sidecar}
+    for kind in ("arrays", "maps"):
+        out[kind] = [{**e, "bytes": (folder / e["file"]).stat().st_size, "crc32": crc32_of(folder / e["file"])}
+                     for e in sidecar.get(kind, [])]
+    return out
+
+
+def damage(folder: Path, entry: dict) -> str | None:
+    """Why ``entry``'s file in ``folder`` cannot be trusted, or None when it reads back as recorded.
+
+    Checks, cheapest first: the file exists; its ``.npy`` header gives the sidecar's shape and dtype;
+    its size is header + rows (a truncated copy fails here); the recorded size and CRC-32 match
+    (a same-size overwrite fails here). Entries written before checksums existed skip the last check.
+    """
+    path = folder / entry["file"]
+    if not path.is_file():
+        return "missing"
+    try:
+        with open(path, "rb") as fh:
+            read_header = np.lib.format.read_array_header_1_0 if np.lib.format.read_magic(fh) == (1, 0) \
+                else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(fh)
+            offset = fh.tell()
+    except (ValueError, OSError, EOFError) as err:
+        return f"not a readable .npy file ({err})"
+    if list(shape) != list(entry.get("shape", shape)) or dtype.name != entry.get("dtype", dtype.name):
+        return f"holds {dtype.name}{list(shape)}, the sidecar says {entry.get('dtype')}{entry.get('shape')}"
+    size, expected = path.stat().st_size, offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size != expected:
+        return f"{'truncated' if size < expected else 'too long'}: {size:,} bytes, {expected:,} expected"
+    if "crc32" in entry and (size != entry.get("bytes", size) or crc32_of(path) != entry["crc32"]):
+        return f"checksum mismatch (CRC-32 {crc32_of(path)}, recorded {entry['crc32']}): its bytes were changed"
+    return None
+
+
+def _record_checksums(folder: Path, sidecar: dict) -> dict:
+    """Add checksums to an entry published before they existed (its sizes were just checked)."""
+    sidecar = add_checksums(folder, sidecar)
+    tmp = folder / f"{SIDECAR}{_TMP}{os.getpid()}"
+    try:
+        tmp.write_text(json.dumps(sidecar, indent=1, sort_keys=True))
+        os.replace(tmp, folder / SIDECAR)
+    except OSError:  # a read-only cache still serves; it is checked by size only
+        tmp.unlink(missing_ok=True)
+    return sidecar
+
+
+def load_array(path: Path, mmap: bool = True) -> np.ndarray:
+    """``np.load`` of a cached array; a damaged file raises :class:`CorruptCacheError` naming it and the fix."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise CorruptCacheError(
+            f"feature cache file {path} is damaged ({err}): delete the folder {path.parent} "
+            "(or call extract(..., refresh=True)) to recompute it") from err
+
+
+def lookup(root: Path, config: dict, warn: bool = True) -> tuple[Path, dict] | None:
+    """The published folder of ``config`` and its sidecar, when complete, made for exactly this
+    config, and every array in it reads back as recorded (see :func:`damage`); a damaged array is
+    logged (``warn``) and the entry treated as absent, so the caller recomputes it."""
     folder = root / folder_name(config)
     sidecar = read_sidecar(folder) if folder.is_dir() else None
     if not sidecar or sidecar.get("complete") is not True or sidecar.get("config") != canonical(config):
         return None
-    files = [a["file"] for a in sidecar.get("arrays", [])] + [m["file"] for m in sidecar.get("maps", [])]
-    if not all((folder / f).is_file() for f in files):
-        return None
+    for entry in _entries(sidecar):
+        reason = damage(folder, entry)
+        if reason is not None:
+            if warn:
+                log.warning("feature cache file %s is %s; recomputing this extraction", folder / entry["file"], reason)
+            return None
+    if not all("crc32" in e for e in _entries(sidecar)):
+        sidecar = _record_checksums(folder, sidecar)
     return folder, sidecar
 
 
@@ -180,11 +273,11 @@ def commit(tmp: Path, config: dict, sidecar: dict, replace: bool = False) -> Pat
     When another process published the same key first, its folder is kept and ``tmp`` is
     dropped, unless ``replace`` (a forced refresh) or the existing folder is not a valid entry.
     """
-    sidecar = {**sidecar, "config": canonical(config), "complete": True}
+    sidecar = {**add_checksums(tmp, sidecar), "config": canonical(config), "complete": True}
     (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=1, sort_keys=True))
     final = tmp.parent / folder_name(config)
     if final.exists():
-        if not replace and lookup(tmp.parent, config) is not None:
+        if not replace and lookup(tmp.parent, config, warn=False) is not None:
             shutil.rmtree(tmp, ignore_errors=True)
             return final
         old = final.with_name(f"{final.name}{_OLD}{os.getpid()}-{secrets.token_hex(3)}")
@@ -216,5 +309,6 @@ def list_cached(cache=None) -> list[dict]:
     return rows
 
 
-__all__ = ["EXTRACTOR_VERSION", "RowWriter", "cache_key", "canonical", "folder_name", "features_root",
-           "lookup", "begin", "commit", "abort", "remove_stale", "list_cached", "read_sidecar"]
+__all__ = ["EXTRACTOR_VERSION", "RowWriter", "CorruptCacheError", "cache_key", "canonical", "folder_name",
+           "features_root", "lookup", "begin", "commit", "abort", "remove_stale", "list_cached", "read_sidecar",
+           "crc32_of", "damage", "load_array"]

@@ -302,7 +302,7 @@ class Features:
         if self._arrays is not None:
             rows = np.array(self._arrays[entry["file"]], dtype=np.float32)
         else:
-            rows = np.array(np.load(self.folder / entry["file"], mmap_mode="r"), dtype=np.float32)
+            rows = np.array(store.load_array(self.folder / entry["file"]), dtype=np.float32)
         return _l2n_rows(rows) if normalize else rows
 
     def maps(self, layer: str | None = None) -> np.ndarray:
@@ -313,7 +313,7 @@ class Features:
             raise KeyError(f"no maps kept for {layer!r}: extract with keep_maps=True")
         if self._maps is not None:
             return self._maps[entry["file"]]
-        return np.load(self.folder / entry["file"], mmap_mode="r")
+        return store.load_array(self.folder / entry["file"])
 
     def __repr__(self) -> str:
         cfg = self.config
@@ -506,8 +506,8 @@ def _run(plan: ExtractionPlan, folder: Path, workers: int, progress) -> dict:
 
 
 def _load_in_memory(folder: Path, sidecar: dict) -> Features:
-    arrays = {a["file"]: np.load(folder / a["file"]) for a in sidecar["arrays"]}
-    maps = {m["file"]: np.load(folder / m["file"]) for m in sidecar["maps"]}
+    arrays = {a["file"]: store.load_array(folder / a["file"], mmap=False) for a in sidecar["arrays"]}
+    maps = {m["file"]: store.load_array(folder / m["file"], mmap=False) for m in sidecar["maps"]}
     return Features(sidecar, arrays=arrays, maps=maps)
 
 
