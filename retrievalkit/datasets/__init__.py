@@ -19,6 +19,10 @@ LOADERS = {
     "ukbench": "ukbench:load",
     "fashion_mnist": "fashion_mnist:load",
     "folder": "folder:load",
+    # real instance-retrieval lab packs (shared README "Lab packs")
+    "smvs_dvd": "smvs:load",
+    "rparis6k_mini": "revisited:load_rparis6k_mini",
+    "sop_kettles_fans": "sop:load",
 }
 
 

@@ -42,7 +42,9 @@ class RemoteFile:
     (``extract=False``), the folder receiving the members for archives (``extract=True``).
     Archive members whose base name matches ``keep`` (an ``fnmatch`` pattern) are extracted,
     flattened into ``target`` when ``flatten`` is true. ``alternatives`` are other official files
-    that also provide this one (``holidays_images.dat`` inside ``eval_holidays.tgz``).
+    that also provide this one (``holidays_images.dat`` inside ``eval_holidays.tgz``). A lab pack
+    (packed by this project from a public copy, served only by a mirror) has no ``urls`` and names
+    its source in ``upstream``.
     """
 
     filename: str
@@ -58,6 +60,7 @@ class RemoteFile:
     keep: str | None = None
     alternatives: tuple["RemoteFile", ...] = ()
     note: str = ""
+    upstream: str = ""  # where a lab pack was built from, when no URL serves the pack itself
 
     @property
     def has_official_checksum(self) -> bool:
@@ -171,6 +174,36 @@ def _fashion_file(stem: str, md5: str, debian_sha256: str, size: int) -> RemoteF
         size=size,
         note="MD5 as published by Zalando Research; the sha256 is Debian's re-gzipped copy",
     )
+
+
+def _lab_pack(filename: str, sha256: str, size: int, keep: str, upstream: str) -> RemoteFile:
+    """A tar packed by this project (sorted names, fixed mtime): its own sha256 is the official one."""
+    return RemoteFile(
+        filename=filename,
+        urls=(),  # no host serves the pack: it comes from a mirror (a course's lab folder)
+        group="images",
+        target=".",
+        sha256=(sha256,),
+        size=size,
+        extract=True,
+        flatten=False,
+        keep=keep,
+        upstream=upstream,
+        note="lab pack built from the upstream copy; see the shared README for how it was made",
+    )
+
+
+def _lab_pack_hint(upstream: str) -> str:
+    return (f"This lab pack is on no official host: ask for the course mirror folder (RETRIEVALKIT_MIRROR), "
+            f"or rebuild it from {upstream}.")
+
+
+_SMVS_UPSTREAM = ("https://github.com/kdatsenko/scalable-vocabulary-tree-image-recognition/tree/"
+                  "d4516d0a0419aab342fa30b5110ea5759d8c5748/dvd_covers")
+_PARIS_MINI_UPSTREAM = ("https://github.com/GrigorySamokhin/Landmark-Image-Retrieval/tree/"
+                        "a7bf3c62f809961f5a71bb3824b3e84a3ffb3a45/paris")
+_SOP_UPSTREAM = ("https://github.com/VictorNM/triplet-cnn-cbir/tree/"
+                 "5a90467c4a99235c7699b9b46c3ae30989f60a40/webapp/static/results")
 
 
 MANIFEST: dict[str, DatasetManifest] = {
@@ -352,6 +385,51 @@ MANIFEST: dict[str, DatasetManifest] = {
         homepage="https://github.com/zalandoresearch/fashion-mnist",
         system_dirs=("/usr/share/datasets/fashion-mnist",),
         extra_hint="On Debian/Ubuntu `apt-get install dataset-fashion-mnist` also provides them.",
+    ),
+    # --- real instance-retrieval lab packs (DESIGN.md §4; shared README "Lab packs") -----------------
+    "smvs_dvd": DatasetManifest(
+        name="smvs_dvd",
+        title="Stanford Mobile Visual Search, DVD covers (lab pack, phone photos ≤ 640 px)",
+        files=(_lab_pack("smvs-dvd-covers-640.tar",
+                         "479d6ee6c1e64c7c7869938c95f27803178f75a14fe28ed84abfdd0559f7d5cc",
+                         27_340_800, "*.jpg", _SMVS_UPSTREAM),),
+        layouts={"images": Layout("smvs-dvd-covers/*/*.jpg", 500)},
+        n_images=100,
+        n_queries=400,
+        citation="Chandrasekhar et al., The Stanford Mobile Visual Search Data Set, ACM MMSys 2011",
+        homepage="https://purl.stanford.edu/rb470rw0983",
+        note="smvs-dvd-covers/Reference/001-100.jpg (database) and {Canon,Droid,E63,Palm}/001-100.jpg (queries)",
+        extra_hint=_lab_pack_hint(_SMVS_UPSTREAM),
+    ),
+    "rparis6k_mini": DatasetManifest(
+        name="rparis6k_mini",
+        title="Revisited Paris6k, 250-photo subset (lab pack)",
+        files=(
+            _gnd_pickle("rparis6k", "d2e729a5293dda7dda8a15c8383424a42e4964a2c4cfea2f32fa85d11d2df499", 277_000),
+            _lab_pack("paris6k-mini.tar", "bfab9f41edcbfc7b388d8bc8b538309cec591d58254f0d92f13761236a7aac41",
+                      25_456_640, "*.jpg", _PARIS_MINI_UPSTREAM),
+        ),
+        layouts={"gnd": Layout("gnd_rparis6k.pkl", 1), "images": Layout("paris/*/*.jpg", 250)},
+        n_images=238,
+        n_queries=12,
+        citation="Philbin et al., Lost in quantization, CVPR 2008; Radenović et al., Revisiting Oxford and Paris, CVPR 2018",
+        homepage="http://cmp.felk.cvut.cz/revisitop/",
+        note="paris/<landmark>/paris_<landmark>_NNNNNN.jpg at the originals' pixel size: revisitop's boxes apply",
+        extra_hint=_lab_pack_hint(_PARIS_MINI_UPSTREAM),
+    ),
+    "sop_kettles_fans": DatasetManifest(
+        name="sop_kettles_fans",
+        title="Stanford Online Products, kettles and fans (lab pack, ≤ 256 px)",
+        files=(_lab_pack("sop-kettles-fans.tar",
+                         "0f1b218555568d0686e6c77782ae0e9cc91c2fa8ca9d31421b026ae4aee78e7a",
+                         18_933_760, "*.JPG", _SOP_UPSTREAM),),
+        layouts={"images": Layout("sop-kettles-fans/*.JPG", 1_600)},
+        n_images=1_600,
+        n_queries=709,  # test split (products 263-524 of the sorted ids): every photo with a sibling
+        citation="Oh Song et al., Deep Metric Learning via Lifted Structured Feature Embedding, CVPR 2016",
+        homepage="https://cvgl.stanford.edu/projects/lifted_struct/",
+        note="sop-kettles-fans/<product_id>_<k>.JPG; 524 products, label = product id",
+        extra_hint=_lab_pack_hint(_SOP_UPSTREAM),
     ),
 }
 
