@@ -559,7 +559,14 @@ def load_gnd_pickle(path) -> dict:
     """
     path = Path(path)
     with path.open("rb") as fh:
-        data = _NoGlobalsUnpickler(fh, path).load()
+        try:
+            data = _NoGlobalsUnpickler(fh, path).load()
+        except EOFError as err:  # empty or cut short: pickle's own message names no file
+            raise pickle.UnpicklingError(f"{path}: truncated ground-truth pickle ({err or 'empty file'})") from err
+        except pickle.UnpicklingError as err:
+            if str(path) in str(err):  # our refusal of a global already names the file
+                raise
+            raise pickle.UnpicklingError(f"{path}: {err}") from err
     if not isinstance(data, dict):
         raise pickle.UnpicklingError(f"{path}: expected a dict, found {type(data).__name__}")
     return data

@@ -234,6 +234,13 @@ def from_cache(figures_dir="figures", results_dir="results") -> list[Path]:
     """Redraw every figure from the saved CSVs and rewrite REPORT.md; computes nothing. notebooks/12."""
     from .redraw import redraw
 
+    results = Path(results_dir)
+    if not results.is_dir():
+        raise FileNotFoundError(f"results folder {results} not found: pass the --results folder of an earlier "
+                                "`retrievalkit reproduce` (default: results), or run `retrievalkit reproduce` first")
+    if not any(results.glob("*.csv")) and not any(results.glob("report/*.md")):
+        raise FileNotFoundError(f"results folder {results} holds no results (*.csv, report/*.md) to redraw from: "
+                                "pass the --results folder of an earlier run, or run `retrievalkit reproduce` first")
     written, skipped = redraw(results_dir, figures_dir)
     if skipped:
         log.info("reproduce --from-cache: no CSVs yet for %s (run those steps first)", ", ".join(skipped))
