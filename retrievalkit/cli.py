@@ -164,7 +164,8 @@ def _whitening(args, describer, dataset, db):
         return None, "whitening: none"
     if not _has_learning_split(args):
         model = whitening.PCAWhitening().fit(db)
-        few = f"; {len(db)} images for {db.shape[1]} dimensions is too few, expect it to hurt" if len(db) <= db.shape[1] else ""
+        few = "" if len(db) > db.shape[1] else \
+            f"; {len(db)} images for {db.shape[1]} dimensions is too few, expect it to hurt"
         return model, (f"whitening: pca_w learned on the {len(db)} database images themselves ({dataset.name} has no "
                        f"learning split; no labels used), not on held-out images{few}")
     learn = _load_dataset(args, split="learn")
@@ -310,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("names", nargs="*", help="dataset names (see `datasets list`)")
     ds.set_defaults(func=_cmd_datasets)
 
-    ev = sub.add_parser("evaluate", parents=[quiet], help="score deep descriptors on a dataset (mAP, mP@k) and draw a ranking panel")
+    ev = sub.add_parser("evaluate", parents=[quiet],
+                        help="score deep descriptors on a dataset (mAP, mP@k) and draw a ranking panel")
     _add_method_options(ev)
     ev.set_defaults(func=_cmd_evaluate)
 

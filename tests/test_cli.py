@@ -135,7 +135,8 @@ def test_bad_arguments_give_one_line_and_a_nonzero_exit(photos, capsys, argv, sa
     (PermissionError(13, "Permission denied", "/data/cache/features"), "/data/cache/features: Permission denied; no permission"),
     (NotADirectoryError(20, "Not a directory", "/data/home"), "/data/home: Not a directory; a file stands where a folder"),
     (FileNotFoundError(2, "No such file or directory", "/x/y.jpg"), "/x/y.jpg: No such file or directory; no such file"),
-    (pickle.UnpicklingError("/d/gnd_roxford5k.pkl: pickle data was truncated"), "/d/gnd_roxford5k.pkl: pickle data was truncated; the file is truncated"),
+    (pickle.UnpicklingError("/d/gnd_roxford5k.pkl: pickle data was truncated"),
+     "/d/gnd_roxford5k.pkl: pickle data was truncated; the file is truncated"),
     (EOFError("/d/gnd_roxford5k.pkl: Ran out of input"), "/d/gnd_roxford5k.pkl: Ran out of input; the file is truncated"),
 ])
 def test_ordinary_errors_are_one_line_with_file_and_fix(monkeypatch, capsys, error, said):
