@@ -11,6 +11,9 @@ Two AP conventions live side by side because the literature uses both:
 Rankings are ``ids`` arrays (queries × ranked database rows, best first), as returned by
 :func:`retrievalkit.index.exact_search`. Junk rows are removed from a ranking before scoring.
 Relevant items that do not appear in a (truncated) ranking count as never retrieved.
+A query with no positives under a protocol (two ROxford queries have no Easy positive) has no
+score: its AP, precision and recall are NaN and every mean skips it, as revisitop's
+``compute_map`` does (it divides by ``nq - nempty``).
 """
 from __future__ import annotations
 
@@ -38,10 +41,15 @@ def relevance(ids, gnd: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.nda
     ids = np.asarray(ids, dtype=np.int64)
     if ids.ndim != 2 or ids.shape[0] != len(gnd):
         raise ValueError(f"ids must be queries × ranks with {len(gnd)} rows, got shape {ids.shape}")
-    n_db = int(max(ids.max(initial=0), *(int(p.max(initial=0)) for p, _ in gnd), *(int(j.max(initial=0)) for _, j in gnd))) + 1
+    n_db = 1 + max([int(ids.max(initial=0))] + [int(np.max(x, initial=0)) for pair in gnd for x in pair])
     pos = _flat_membership(ids, [np.asarray(p) for p, _ in gnd], n_db)
     junk = _flat_membership(ids, [np.asarray(j) for _, j in gnd], n_db)
     return pos & ~junk, ~junk
+
+
+def _n_positives(gnd) -> np.ndarray:
+    """Positives of each query that are not also junk (the ones a ranking can score)."""
+    return np.array([len(np.setdiff1d(p, j)) for p, j in gnd], dtype=np.float64)
 
 
 def _ranks_after_junk(rel: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,7 +66,7 @@ def average_precision(ids, gnd, mode: str = "trapezoid") -> np.ndarray:
         raise ValueError(f"unknown AP mode {mode!r}; choose one of {AP_MODES}")
     rel, keep = relevance(ids, gnd)
     rank, j = _ranks_after_junk(rel, keep)
-    n_pos = np.array([len(np.setdiff1d(p, jk)) for p, jk in gnd], dtype=np.float64)
+    n_pos = _n_positives(gnd)
     if mode == "trapezoid":
         with np.errstate(divide="ignore", invalid="ignore"):
             before = np.where(rank > 0, j / np.maximum(rank, 1), 1.0)
@@ -92,15 +100,26 @@ def label_ground_truth(labels, queries=None) -> list[tuple[np.ndarray, np.ndarra
 
 
 def mean_ap(ids, gnd, mode: str = "trapezoid") -> float:
-    """mAP (Eq. 2.21) over the queries that have positives."""
-    return float(np.nanmean(average_precision(ids, gnd, mode)))
+    """mAP (Eq. 2.21) over the queries that have positives (NaN when none has)."""
+    return mean_scored(average_precision(ids, gnd, mode))
+
+
+def _unscored_as_nan(values: np.ndarray, gnd) -> np.ndarray:
+    return np.where(_n_positives(gnd) > 0, values, np.nan)
+
+
+def mean_scored(values) -> float:
+    """Mean over the queries that have a score (NaN entries skipped); NaN when none has one."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(values)) if np.any(~np.isnan(values)) else float("nan")
 
 
 def precision_at_k(ids, gnd, ks=(1, 5, 10)) -> dict[int, np.ndarray]:
-    """Standard precision@k per query: relevant items among the first k non-junk results, over k."""
+    """Standard precision@k per query: relevant items among the first k non-junk results, over k
+    (NaN for a query without positives)."""
     rel, keep = relevance(ids, gnd)
     rank, _ = _ranks_after_junk(rel, keep)
-    return {k: (rel & (rank < k)).sum(axis=1) / k for k in ks}
+    return {k: _unscored_as_nan((rel & (rank < k)).sum(axis=1) / k, gnd) for k in ks}
 
 
 def revisited_precision_at_k(ids, gnd, ks=(1, 5, 10)) -> dict[int, np.ndarray]:
@@ -108,6 +127,8 @@ def revisited_precision_at_k(ids, gnd, ks=(1, 5, 10)) -> dict[int, np.ndarray]:
 
     A query with fewer than k positives can still reach 1.0 when all of them come first — the
     rule of Radenović et al. 2018's evaluation code, kept so our ROxford/RParis numbers compare.
+    A query without positives is NaN (revisitop leaves it out of the mean); one whose positives
+    are all missing from a truncated ranking scores 0.
     """
     rel, keep = relevance(ids, gnd)
     rank, _ = _ranks_after_junk(rel, keep)
@@ -116,16 +137,16 @@ def revisited_precision_at_k(ids, gnd, ks=(1, 5, 10)) -> dict[int, np.ndarray]:
     for k in ks:
         kq = np.minimum(np.maximum(last, 1), k)
         hits = (rel & (rank + 1 <= kq[:, None])).sum(axis=1)
-        out[k] = np.where(last > 0, hits / kq, 0.0)
+        out[k] = _unscored_as_nan(np.where(last > 0, hits / kq, 0.0), gnd)
     return out
 
 
 def recall_at_k(ids, gnd, ks=(1, 5, 10)) -> dict[int, np.ndarray]:
-    """Fraction of each query's positives found among its first k non-junk results."""
+    """Fraction of each query's positives found among its first k non-junk results (NaN without positives)."""
     rel, keep = relevance(ids, gnd)
     rank, _ = _ranks_after_junk(rel, keep)
-    n_pos = np.array([max(len(np.setdiff1d(p, j)), 1) for p, j in gnd], dtype=np.float64)
-    return {k: (rel & (rank < k)).sum(axis=1) / n_pos for k in ks}
+    n_pos = _n_positives(gnd)
+    return {k: _unscored_as_nan((rel & (rank < k)).sum(axis=1) / np.maximum(n_pos, 1), gnd) for k in ks}
 
 
 def map_at_k(ids, gnd, k: int = 1000) -> float:
@@ -151,7 +172,7 @@ def pr_curve(ids, gnd, recall_levels=np.linspace(0, 1, 11)) -> tuple[np.ndarray,
     """Mean interpolated precision at each recall level (max precision at recall ≥ level)."""
     rel, keep = relevance(ids, gnd)
     rank, j = _ranks_after_junk(rel, keep)
-    n_pos = np.array([max(len(np.setdiff1d(p, jk)), 1) for p, jk in gnd], dtype=np.float64)
+    n_pos = np.maximum(_n_positives(gnd), 1)
     precision = np.where(rel, (j + 1) / (rank + 1), 0.0)
     recall = np.where(rel, (j + 1) / n_pos[:, None], 0.0)
     levels = np.asarray(recall_levels, dtype=np.float64)
@@ -164,23 +185,28 @@ def pr_curve(ids, gnd, recall_levels=np.linspace(0, 1, 11)) -> tuple[np.ndarray,
 def evaluate(ids, dataset, protocols=None, ks=(1, 5, 10)) -> list[dict]:
     """Tidy rows (one per protocol): mAP (trapezoid and finite-sum) and precision at ``ks``.
 
-    For the revisited datasets the precision is revisitop's mP@k; elsewhere standard mP@k.
+    Datasets scored by revisitop's rules (``dataset.revisited``: ROxford, RParis and their partial
+    copies) get revisitop's mP@k, the others standard mP@k. ``queries`` counts the queries that
+    have positives under the protocol — the ones the means run over (68 of 70 for ROxford Easy).
     UKBench rows also carry the N-S score.
     """
+    if dataset.n_queries == 0:
+        raise ValueError(
+            f"{dataset.name} ({dataset.root}) has no queries, so there is nothing to evaluate: {dataset.description}"
+        )
     protocols = protocols or dataset.protocols
-    revisited = dataset.name in ("roxford5k", "rparis6k")
     rows = []
     for protocol in protocols:
         gnd = dataset.ground_truth(protocol)
-        precision = (revisited_precision_at_k if revisited else precision_at_k)(ids, gnd, ks)
+        precision = (revisited_precision_at_k if dataset.revisited else precision_at_k)(ids, gnd, ks)
         row = {
             "dataset": dataset.name,
             "protocol": protocol,
-            "queries": len(gnd),
+            "queries": int(np.count_nonzero(_n_positives(gnd))),
             "mAP": mean_ap(ids, gnd, "trapezoid"),
             "mAP_finite": mean_ap(ids, gnd, "finite"),
         }
-        row.update({f"mP@{k}": float(np.mean(v)) for k, v in precision.items()})
+        row.update({f"mP@{k}": mean_scored(v) for k, v in precision.items()})
         if dataset.name == "ukbench":
             row["N-S"] = ns_score(ids, gnd)
         rows.append(row)

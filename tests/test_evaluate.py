@@ -110,3 +110,78 @@ def test_bad_shapes_and_modes_raise():
         ev.average_precision(np.zeros((2, 3), int), [(np.array([0]), EMPTY)])
     with pytest.raises(ValueError, match="AP mode"):
         ev.average_precision(np.zeros((1, 3), int), [(np.array([0]), EMPTY)], mode="area")
+
+
+def test_queries_without_positives_are_nan_in_precision_and_recall():
+    ids = np.array([[0, 1], [1, 0]])
+    gnd = [(np.array([0]), EMPTY), (EMPTY, EMPTY)]
+    for scores in (ev.precision_at_k(ids, gnd, (1,)), ev.revisited_precision_at_k(ids, gnd, (1,)),
+                   ev.recall_at_k(ids, gnd, (1,))):
+        assert scores[1][0] == 1.0 and np.isnan(scores[1][1])
+
+
+def test_positive_missing_from_a_truncated_ranking_still_scores_zero():
+    ids = np.array([[5, 6]])
+    assert ev.revisited_precision_at_k(ids, [(np.array([0]), EMPTY)], (1,))[1][0] == 0.0
+
+
+def test_zero_queries_do_not_crash_the_metrics():
+    ids = np.zeros((0, 5), np.int64)
+    rel, keep = ev.relevance(ids, [])
+    assert rel.shape == keep.shape == (0, 5)
+
+
+def _roxford_with_perfect_ranking(name="roxford5k", revisited=True):
+    """The real ROxford ground truth and a ranking that is perfect under all three protocols:
+    easy, then hard, then junk, then the rest (each protocol ignores the others' positives)."""
+    from pathlib import Path
+
+    from retrievalkit.datasets.base import RetrievalDataset
+    from retrievalkit.datasets.download import load_gnd_pickle
+    from retrievalkit.datasets.revisited import _query_ground_truth
+
+    from conftest import MIRROR
+
+    cfg = load_gnd_pickle(MIRROR / "gnd_roxford5k.pkl")
+    n_db = len(cfg["imlist"])
+    ids = []
+    for g in cfg["gnd"]:
+        first = list(g["easy"]) + list(g["hard"]) + list(g["junk"])
+        ids.append(first + sorted(set(range(n_db)) - set(first)))
+    dataset = RetrievalDataset(
+        name=name, root=Path(MIRROR), db_paths=[Path(n) for n in cfg["imlist"]],
+        query_paths=[Path(n) for n in cfg["qimlist"]], gnd=[_query_ground_truth(g) for g in cfg["gnd"]],
+        protocols=("easy", "medium", "hard"), revisited=revisited,
+    )
+    return np.asarray(ids), dataset
+
+
+def test_perfect_ranking_on_real_roxford_scores_one_and_counts_68_easy_queries():
+    # revisitop's compute_map skips the two queries without easy positives (map / (nq - nempty)).
+    ids, dataset = _roxford_with_perfect_ranking()
+    rows = {r["protocol"]: r for r in ev.evaluate(ids, dataset)}
+    assert [rows[p]["queries"] for p in ("easy", "medium", "hard")] == [68, 70, 70]
+    for row in rows.values():
+        assert row["mAP"] == 1.0 and row["mAP_finite"] == 1.0
+        assert row["mP@1"] == row["mP@5"] == row["mP@10"] == 1.0
+
+
+def test_revisitop_precision_follows_the_dataset_flag_not_its_name():
+    # a partial copy (rparis6k_mini) has another name but the same rules
+    ids, dataset = _roxford_with_perfect_ranking(name="rparis6k_mini")
+    medium = [r for r in ev.evaluate(ids, dataset) if r["protocol"] == "medium"][0]
+    assert medium["mP@10"] == 1.0
+    ids, plain = _roxford_with_perfect_ranking(name="roxford5k", revisited=False)
+    medium = [r for r in ev.evaluate(ids, plain) if r["protocol"] == "medium"][0]
+    assert medium["mP@10"] < 1.0  # standard P@10: queries with fewer than 10 positives cannot reach 1
+
+
+def test_evaluate_without_queries_says_so():
+    from pathlib import Path
+
+    from retrievalkit.datasets.base import RetrievalDataset
+
+    empty = RetrievalDataset(name="mine", root=Path("/data/mine"), db_paths=[Path("a.jpg")], query_paths=[],
+                             gnd=[], description="one image")
+    with pytest.raises(ValueError, match=r"mine \(/data/mine\) has no queries"):
+        ev.evaluate(np.zeros((0, 1), np.int64), empty)

@@ -9,7 +9,7 @@ which is exactly how the Oxford protocol ignores them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -30,7 +30,8 @@ class QueryGroundTruth:
     ``junk``: rows removed from the ranking before scoring (neither relevant nor irrelevant).
     ``easy`` / ``hard``: optional split of the positives (revisitop's Easy/Hard, or COIL-100's
     angular distance); when present, :meth:`protocol` derives the Easy/Medium/Hard views.
-    ``bbox``: optional query region ``(x1, y1, x2, y2)`` in pixels of the query image.
+    ``bbox``: optional query region ``(x1, y1, x2, y2)`` in pixels of the query image, in the
+    frame the dataset reads it in (see :attr:`RetrievalDataset.exif_transpose`).
     """
 
     positives: np.ndarray
@@ -79,6 +80,12 @@ class RetrievalDataset:
     hold the group or class of each image where the dataset has one (used by category-level
     metrics and by learning on a learning split). ``query_db_index[i]`` is the database row of
     query ``i`` or -1 when the query is not in the database.
+
+    ``exif_transpose``: whether images are turned upright by their EXIF orientation tag before
+    query boxes apply. Each loader states its rule: False where the ground truth was drawn on the
+    stored pixels (ROxford/RParis, Oxford5k/Paris6k, as revisitop reads them), True elsewhere
+    (Holidays needs it; COIL-100, UKBench and user folders are read upright). ``revisited``: the
+    dataset is scored by revisitop's rules (its mP@k), set by the revisited loader.
     """
 
     name: str
@@ -96,6 +103,8 @@ class RetrievalDataset:
     db_arrays: np.ndarray | None = None
     query_arrays: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    exif_transpose: bool = True
+    revisited: bool = False
 
     def __post_init__(self) -> None:
         if len(self.gnd) != len(self.query_paths):
@@ -154,22 +163,13 @@ class RetrievalDataset:
         """The same database with only some queries (SMALL mode, quick looks)."""
         query_ids = list(query_ids)
         pick = lambda seq: None if seq is None else np.asarray(seq)[query_ids]  # noqa: E731
-        return RetrievalDataset(
-            name=self.name,
-            root=self.root,
-            db_paths=self.db_paths,
+        return replace(
+            self,
             query_paths=[self.query_paths[i] for i in query_ids],
             gnd=[self.gnd[i] for i in query_ids],
-            db_labels=self.db_labels,
             query_labels=pick(self.query_labels),
             query_db_index=pick(self.query_db_index),
-            protocols=self.protocols,
-            split=self.split,
-            description=self.description,
-            skipped=self.skipped,
-            db_arrays=self.db_arrays,
             query_arrays=pick(self.query_arrays),
-            meta=self.meta,
         )
 
     def summary(self) -> dict:
