@@ -21,15 +21,16 @@ from .images import find_unreadable, list_images
 log = logging.getLogger(__name__)
 
 def _groups_from_subfolders(root: Path) -> tuple[list[Path], list[str], list[tuple[Path, str]]]:
-    paths, groups, ungrouped = [], [], []
-    for path in list_images(root):
+    paths, groups = [], []
+    images, skipped = list_images(root)
+    for path in images:
         parts = path.relative_to(root).parts
         if len(parts) < 2:
-            ungrouped.append((path, "not inside a group sub-folder (put it in one, or use groups_csv)"))
+            skipped.append((path, "not inside a group sub-folder (put it in one, or use groups_csv)"))
             continue
         paths.append(path)
         groups.append(parts[0])
-    return paths, groups, ungrouped
+    return paths, groups, skipped
 
 
 def _resolve_csv(root: Path, groups_csv) -> Path:
@@ -79,12 +80,17 @@ def load(
     from ``groups_csv``, a CSV of ``path,group`` rows (paths relative to ``root`` or absolute).
     Database = every readable image. Queries = every image whose group holds at least one other
     image; positives = the rest of its group; junk = the query itself. Images alone in their group
-    stay in the database as distractors. ``db_labels`` numbers the groups in sorted name order;
+    stay in the database as distractors; with no group of two or more images there are no queries
+    and :func:`retrievalkit.evaluate.evaluate` says so. Files are read in every format Pillow
+    decodes (.jpg, .jfif, .png, .pbm, .pnm, .tiff, .webp …; 16-bit scaled to 8); EXIF orientation
+    is applied (``exif_transpose=True``). ``db_labels`` numbers the groups in sorted name order;
     ``dataset.meta["group_names"][label]`` gives a label's name.
 
     ``check_images`` (default on: user folders hold anything) decodes every file first — a few
-    ms per image — and lists the unreadable ones, with images outside any group sub-folder, in
-    ``dataset.skipped`` instead of failing later in the middle of an extraction.
+    ms per image — and lists the unreadable ones in ``dataset.skipped`` instead of failing later
+    in the middle of an extraction. Without ``groups_csv`` every file under ``root`` is either
+    read or listed in ``skipped`` with the reason (not an image, outside any group sub-folder,
+    unreadable).
     """
     root = Path(root).expanduser().resolve()
     hint = "give a folder of images grouped in sub-folders (root/<group>/<image>), or a groups_csv"
@@ -121,14 +127,21 @@ def _grouped_dataset(name, root, paths, groups, skipped) -> RetrievalDataset:
         if others:
             query_rows.append(row)
             gnd.append(QueryGroundTruth.make(positives=others, junk=[row]))
+    description = (
+        f"{len(paths)} images in {len(group_names)} groups under {root}; every image with a "
+        "group-mate is a query, excluded from its own ranking"
+    )
+    if not query_rows:
+        description += (
+            "; no group holds two readable images, so there are no queries: put at least two "
+            "images of the same object or scene in each group (sub-folder or CSV group)"
+        )
+        log.warning("%s: %s", name, description)
     return RetrievalDataset.queries_from_database(
         name, root, list(paths), labels, query_rows, gnd,
         protocols=("all",),
         split="test",
-        description=(
-            f"{len(paths)} images in {len(group_names)} groups under {root}; every image with a "
-            "group-mate is a query, excluded from its own ranking"
-        ),
+        description=description,
         skipped=list(skipped),
         meta={"group_names": group_names},
     )

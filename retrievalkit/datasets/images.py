@@ -1,20 +1,36 @@
 """The one image reader used everywhere: EXIF orientation, RGB, clear errors for bad files.
 
-Taught in notebooks/00_setup_and_data. Holidays needs EXIF orientation; Paris6k ships ~20
-corrupt JPEGs; user folders hold grayscale, CMYK, palette and RGBA files.
+Taught in notebooks/00_setup_and_data. Holidays needs EXIF orientation, while the ROxford/RParis
+and Oxford/Paris boxes refer to the stored pixels (each dataset's ``exif_transpose`` says which);
+Paris6k ships ~20 corrupt JPEGs; user folders hold grayscale, CMYK, palette, RGBA and 16-bit files.
 """
 from __future__ import annotations
 
 import logging
 import warnings
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+
+@lru_cache(maxsize=1)
+def image_extensions() -> frozenset[str]:
+    """File extensions of every format the installed Pillow can decode (.jpg, .jfif, .png, .pbm, .pnm, .webp …).
+
+    Stub formats (GRIB, HDF5, WMF …), which Pillow identifies but cannot decode without a plugin, are left out.
+    """
+    Image.init()
+
+    def decodable(fmt: str) -> bool:
+        factory = Image.OPEN.get(fmt, (None,))[0]
+        return factory is not None and not (isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile))
+
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if decodable(fmt))
 
 
 class UnreadableImageError(OSError):
@@ -33,10 +49,21 @@ def _flatten_alpha(img: Image.Image) -> Image.Image:
     return background
 
 
-def read_image(path, bbox=None) -> Image.Image:
-    """Open ``path`` as an RGB PIL image with EXIF orientation applied, optionally cropped to ``bbox``.
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit grey (``I;16*``, and ``I``, Pillow's mode for some 16-bit PNGs) scaled to 0–255, not clipped."""
+    if not img.mode.startswith("I"):
+        return img
+    pixels = np.asarray(img, dtype=np.float64) / 257.0  # 65535 / 257 = 255 exactly
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "L")
 
-    ``bbox`` is ``(x1, y1, x2, y2)`` in pixels of the upright image (revisitop's query crop).
+
+def read_image(path, bbox=None, *, exif_transpose: bool = True) -> Image.Image:
+    """Open ``path`` as an RGB PIL image, optionally cropped to ``bbox``.
+
+    ``exif_transpose``: turn the image upright by its EXIF orientation tag first (Holidays needs
+    it). ``bbox`` is ``(x1, y1, x2, y2)`` in pixels of the image as read: the upright frame, or with
+    ``exif_transpose=False`` the stored pixels, the frame of revisitop's and Oxford/Paris's query
+    boxes (pass ``dataset.exif_transpose``). 16-bit images are scaled to 8 bits.
     Raises :class:`UnreadableImageError` naming the file for missing, truncated or corrupt images.
     """
     path = Path(path)
@@ -45,7 +72,9 @@ def read_image(path, bbox=None) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                if exif_transpose:
+                    img = ImageOps.exif_transpose(img)
+                img = _to_8bit(img)
                 if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
                     img = _flatten_alpha(img)
                 else:
@@ -98,7 +127,17 @@ def find_unreadable(paths: Iterable, progress: bool | None = None) -> tuple[list
     return good, bad
 
 
-def list_images(folder) -> list[Path]:
-    """Image files under ``folder`` (recursive), sorted by path."""
-    folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+def list_images(folder) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every file under ``folder`` (recursive, sorted): ``(image files, [(other file, reason)])``.
+
+    A file is an image when Pillow can open its extension; the others are returned with the
+    reason, so a caller can report every file it does not read.
+    """
+    images, others = [], []
+    known = image_extensions()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        if path.suffix.lower() in known:
+            images.append(path)
+        else:
+            others.append((path, f"not an image: Pillow opens no {path.suffix or 'extension-less'} files"))
+    return images, others

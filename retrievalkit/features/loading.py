@@ -90,12 +90,14 @@ class ImageSource:
 
     ``arrays``: ``N×H×W`` (grey) or ``N×H×W×3`` uint8, as Fashion-MNIST's ``db_arrays``; then
     ``paths`` are just names. ``bboxes[i]``: ``(x1, y1, x2, y2)`` crop of image ``i`` or None.
+    ``exif_transpose``: files are turned upright by their EXIF tag before cropping (the dataset's rule).
     """
 
     name: str
     paths: list[str]
     bboxes: list | None = None
     arrays: np.ndarray | None = None
+    exif_transpose: bool = True
 
     def __post_init__(self):
         self.paths = [str(p) for p in self.paths]
@@ -114,7 +116,7 @@ class ImageSource:
     def read(self, i: int) -> Image.Image:
         bbox = None if self.bboxes is None else self.bboxes[i]
         if self.arrays is None:
-            return read_image(self.paths[i], bbox)
+            return read_image(self.paths[i], bbox, exif_transpose=self.exif_transpose)
         img = Image.fromarray(np.asarray(self.arrays[i], dtype=np.uint8)).convert("RGB")
         return img if bbox is None else img.crop(tuple(int(round(v)) for v in bbox))
 
@@ -138,6 +140,8 @@ class ImageSource:
                 except OSError:
                     h.update(b"missing\n")
         h.update(repr(self.bboxes).encode())
+        if not self.exif_transpose:  # only then, so the keys of upright-read caches stay as they were
+            h.update(b"stored frame, no EXIF transpose\n")
         return h.hexdigest()
 
 
@@ -153,7 +157,8 @@ def as_source(data, images: str = "db", bboxes: Sequence | None = None, name: st
             paths, arrays, boxes = data.query_paths, data.query_arrays, data.query_bboxes
         else:
             raise ValueError(f"images must be 'db' or 'queries', got {images!r}")
-        return ImageSource(name or f"{data.name}-{images}", list(paths), bboxes if bboxes is not None else boxes, arrays)
+        return ImageSource(name or f"{data.name}-{images}", list(paths), bboxes if bboxes is not None else boxes, arrays,
+                           exif_transpose=getattr(data, "exif_transpose", True))
     if isinstance(data, (str, os.PathLike)):
         raise TypeError("pass a list of image paths (or a RetrievalDataset), not a single path")
     return ImageSource(name or "images", [str(Path(p)) for p in data], bboxes)
