@@ -107,6 +107,7 @@ def test_holidays_exif_rotated_image_comes_out_upright(tmp_path, orientation):
     write_sideways_jpeg(root / "jpg" / "100000.jpg", orientation)
     (root / "jpg" / "100001.jpg").write_bytes(jpeg_bytes())
     ds = holidays.load(root=root, check_images=True)
+    assert ds.exif_transpose  # Holidays' rule: compare photos upright
     assert Image.open(ds.query_paths[0]).size == (40, 20)  # stored sideways
     img = np.asarray(read_image(ds.query_paths[0]))
     assert img.shape[:2] == (40, 20)
@@ -157,6 +158,7 @@ def test_ukbench_groups_of_four_from_real_samples(ukbench_root):
     assert all(len(g.junk) == 0 for g in ds.gnd)
     assert [p.name for p, _ in ds.skipped] == ["ukbench00010.jpg", "ukbench00011.jpg"]
     assert read_image(ds.db_paths[0]).size == (640, 480)
+    assert ds.exif_transpose and not ds.revisited
 
 
 def test_ukbench_first_image_queries(ukbench_root):

@@ -156,3 +156,9 @@ def test_paris_without_the_check_keeps_the_corrupt_file(paris_root):
     # Why the check is on by default: without it the corrupt files reach feature extraction.
     ds = load_paris6k(root=paris_root, check_images=False)
     assert "paris_defense_000001" in {p.stem for p in ds.db_paths}
+
+
+def test_oxford_boxes_apply_to_the_stored_pixels(oxford_root):
+    ds = load_oxford5k(root=oxford_root)
+    assert not ds.exif_transpose  # the gt boxes were drawn on the stored frame, as revisitop's
+    assert not ds.revisited  # the original protocol: standard mP@k

@@ -146,3 +146,12 @@ def test_check_images_skips_and_reindexes(damaged_roxford):
             got = {ds.db_paths[i].stem for i in getattr(ds.gnd[new_q], kind)}
             want = {cfg["imlist"][i] for i in g[kind]} - bad_db
             assert got == want, (new_q, kind)
+
+
+def test_revisitop_reads_stored_pixels_and_scores_by_its_rules(revisited_root):
+    # revisitop's boxes refer to the stored pixels, and its mP@k rule must survive a query subset
+    name, root = revisited_root
+    ds = load(name, root=root)
+    assert ds.revisited and not ds.exif_transpose
+    subset = ds.subset_queries([0, 1])
+    assert subset.revisited and not subset.exif_transpose

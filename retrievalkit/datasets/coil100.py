@@ -13,7 +13,8 @@ Survey §2.5.1 on data small enough for a laptop:
   are views at most 30° away, Hard positives at least 60° away; each protocol ignores (junk) the
   same-object views it does not count.
 
-Taught in notebooks/00_setup_and_data.
+EXIF rule: orientation tags are honoured (``exif_transpose=True``); COIL-100's PNGs carry none
+and there are no boxes. Taught in notebooks/00_setup_and_data.
 """
 from __future__ import annotations
 
@@ -118,6 +119,7 @@ def load(
             f"{', '.join(map(str, query_poses))}°, excluded from their own ranking"
         ),
         meta={"poses": poses},
+        exif_transpose=True,
     )
 
 

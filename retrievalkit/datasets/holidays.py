@@ -7,7 +7,7 @@ Layout: ``<root>/jpg/<id>.jpg`` and ``<root>/holidays_images.dat`` (the image li
 ``id % 100 == 0`` is the group's query (500 queries). Protocol: every image is in the database;
 a query's positives are the other images of its group and the query itself is junk, so it is
 excluded from its own ranking. Many photos are stored sideways with an EXIF orientation tag;
-:func:`~retrievalkit.datasets.images.read_image` turns them upright.
+EXIF rule: images are turned upright (``exif_transpose=True``), the frame the protocol compares in.
 """
 from __future__ import annotations
 
@@ -74,6 +74,7 @@ def load(
             "queries (id % 100 == 0), each excluded from its own ranking; EXIF orientation applied"
         ),
         skipped=skipped,
+        exif_transpose=True,
     )
 
 

@@ -12,6 +12,9 @@ image (``query_db_index``). It is *not* excluded from its ranking: in the offici
 ``gt_files_170407.tgz`` every one of the 55 query images appears in its own good list (41
 queries) or ok list (14), so the original protocol counts it as a positive — usually at rank 1,
 since the cropped query resembles its full image.
+
+EXIF rule: images are read in their stored pixel frame (``exif_transpose=False``): the query
+boxes were drawn on the stored pixels, as for revisitop, so a tag must not rotate them first.
 """
 from __future__ import annotations
 
@@ -115,6 +118,7 @@ def load_original(
             "(the query's own image is among them), junk ignored"
         ),
         skipped=skipped,
+        exif_transpose=False,
     )
 
 

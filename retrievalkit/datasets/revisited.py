@@ -11,7 +11,9 @@ Protocol, exactly revisitop's: each query image is cropped to its ``bbx`` before
 (``read_image(path, bbox=...)``); positives = easy ∪ hard; Easy counts the easy images and
 ignores the hard ones, Medium counts both, Hard counts the hard ones and ignores the easy ones;
 junk is always ignored (:meth:`QueryGroundTruth.protocol`). Two ROxford queries have no easy
-positive at all, so they have no Easy score.
+positive at all, so they have no Easy score (revisitop leaves them out of the means).
+EXIF rule: images are read in their stored pixel frame (``exif_transpose=False``), the frame of
+the ``bbx`` boxes and of revisitop's own reader, which ignores orientation tags.
 
 Partial copies (``partial=True``): the same protocol over whatever listed images are present.
 Absent database images leave every list they were in, absent queries are dropped, and the counts
@@ -147,6 +149,8 @@ def load_revisited(
             "(read_image(path, bbox=dataset.gnd[i].bbox)); revisitop Easy/Medium/Hard protocols"
         ),
         skipped=skipped,
+        exif_transpose=False,  # revisitop crops the stored pixels: its boxes are in that frame
+        revisited=True,
     )
 
 

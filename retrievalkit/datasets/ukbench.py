@@ -6,7 +6,8 @@ Layout: ``<root>/full/ukbench00000.jpg … ukbench10199.jpg``; images ``4g … 4
 ``g``. Protocol: every image is in the database and, by default, every image is a query. The
 N-S score is the number of the object's 4 images among the top 4 results, the query's own image
 included — so a query's positives are all 4 images of its group, itself among them, and
-nothing is junk. A perfect system scores 4.
+nothing is junk. A perfect system scores 4. EXIF rule: orientation tags are honoured
+(``exif_transpose=True``); there are no boxes, so no crop frame depends on it.
 """
 from __future__ import annotations
 
@@ -83,6 +84,7 @@ def load(
             f"{len(query_rows)} queries; positives include the query itself (N-S score, 0–4)"
         ),
         skipped=skipped,
+        exif_transpose=True,
     )
 
 
