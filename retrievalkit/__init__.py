@@ -10,7 +10,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "backbones", "cli", "config", "datasets", "embedding", "evaluate", "experiments", "features", "figures",
+    "artifacts", "backbones", "cli", "config", "datasets", "embedding", "evaluate", "experiments", "features", "figures",
     "finetune", "hashing", "projection", "rerank",
     "index", "nn", "survey", "whitening", "widgets", "baselines",
 }
