@@ -41,6 +41,7 @@ def describe_images(
     describe: Callable[[Image.Image], np.ndarray] = color_histogram,
     *,
     bboxes: Sequence | None = None,
+    exif_transpose: bool = True,
     workers: int = 2,
     progress: bool | None = None,
 ) -> tuple[np.ndarray, list[tuple[Path, str]]]:
@@ -48,6 +49,7 @@ def describe_images(
 
     Returns ``(descriptors N×D float32, skipped [(path, reason)])``. A zero row scores 0 against
     every query, so a bad database image simply sinks to the bottom of every ranking.
+    ``exif_transpose``: the dataset's rule for EXIF orientation (see ``read_image``).
     """
     from tqdm.auto import tqdm
 
@@ -55,7 +57,7 @@ def describe_images(
 
     def one(i: int):
         try:
-            return describe(read_image(paths[i], bboxes[i])), None
+            return describe(read_image(paths[i], bboxes[i], exif_transpose=exif_transpose)), None
         except UnreadableImageError as err:
             return None, (err.path, err.reason)
 

@@ -22,11 +22,11 @@ def _frame(ax, color: str, width: float = 4.0) -> None:
         spine.set_linewidth(width)
 
 
-def _thumbnail(path, bbox=None, size: int = 128):
+def _thumbnail(path, bbox=None, size: int = 128, exif_transpose: bool = True):
     from .datasets.images import UnreadableImageError, read_image
 
     try:
-        img = read_image(path, bbox)
+        img = read_image(path, bbox, exif_transpose=exif_transpose)
     except UnreadableImageError:
         return np.full((size, size, 3), 200, np.uint8)
     img.thumbnail((size, size))
@@ -50,7 +50,7 @@ def ranking_panel(
         positives, junk = gnd[q]
         shown = [i for i in ids[q] if i not in set(junk.tolist())][:k]
         ax = axes[row, 0]
-        ax.imshow(_thumbnail(dataset.query_paths[q], dataset.gnd[q].bbox))
+        ax.imshow(_thumbnail(dataset.query_paths[q], dataset.gnd[q].bbox, exif_transpose=dataset.exif_transpose))
         _frame(ax, QUERY)
         ax.set_ylabel(row_labels[row] if row_labels else f"q{q}", fontsize=8)
         if row == 0:
@@ -58,7 +58,7 @@ def ranking_panel(
         pos = set(positives.tolist())
         for col, i in enumerate(shown, start=1):
             ax = axes[row, col]
-            ax.imshow(_thumbnail(dataset.db_paths[i]))
+            ax.imshow(_thumbnail(dataset.db_paths[i], exif_transpose=dataset.exif_transpose))
             _frame(ax, GOOD if i in pos else BAD)
             if row == 0:
                 ax.set_title(f"#{col}", fontsize=8)

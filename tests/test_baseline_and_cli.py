@@ -85,3 +85,26 @@ def test_a_failing_step_keeps_the_others_and_says_so(coil_home, tmp_path, monkey
     assert (tmp_path / "r" / "baseline.csv").is_file()
     assert "Step `broken` failed" in (tmp_path / "f" / "REPORT.md").read_text()
     assert err.value.failed == {"broken": "RuntimeError: boom"}
+
+
+def test_cropped_queries_in_the_database_are_described_from_their_crop(tmp_path):
+    # Oxford5k/Paris6k: each query is a database image cropped to its box, the box in the
+    # stored frame (the image carries an EXIF rotation that must not apply first).
+    from retrievalkit.datasets.base import QueryGroundTruth, RetrievalDataset
+
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:10] = (255, 0, 0)
+    stored[10:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo, other = tmp_path / "photo.jpg", tmp_path / "other.png"
+    Image.fromarray(stored).save(photo, exif=exif.tobytes(), quality=100, subsampling=0)
+    Image.new("RGB", (8, 8), "green").save(other)
+    ds = RetrievalDataset(
+        name="oxford-like", root=tmp_path, db_paths=[photo, other], query_paths=[photo],
+        gnd=[QueryGroundTruth.make([0], bbox=(0, 0, 40, 8))], query_db_index=np.array([0]), exif_transpose=False,
+    )
+    db, queries, skipped = baseline.describe_dataset(ds)
+    red = rk.baselines.color_histogram(Image.new("RGB", (40, 8), (255, 0, 0)))
+    assert skipped == [] and not np.allclose(queries[0], db[0])
+    assert float(queries[0] @ red) > 0.99

@@ -16,15 +16,19 @@ METHOD = "color_histogram_hsv"
 
 
 def describe_dataset(dataset: RetrievalDataset, *, progress=None, workers: int = 2):
-    """Descriptors of the database and the queries (queries reuse database rows when they are in it)."""
-    db, skipped = baselines.describe_images(dataset.db_paths, workers=workers, progress=progress)
+    """Descriptors of the database and the queries.
+
+    Queries reuse their database rows only when every query is a database image and none has a
+    box; cropped queries (Oxford5k/Paris6k: database images cropped to their box) are described
+    from their crop, like the revisitop protocol's queries.
+    """
+    read = dict(exif_transpose=dataset.exif_transpose, workers=workers, progress=progress)
+    db, skipped = baselines.describe_images(dataset.db_paths, **read)
     in_db = dataset.query_db_index is not None and np.all(np.asarray(dataset.query_db_index) >= 0)
-    if in_db:
+    if in_db and all(box is None for box in dataset.query_bboxes):
         queries = db[np.asarray(dataset.query_db_index)]
     else:
-        queries, q_skipped = baselines.describe_images(
-            dataset.query_paths, bboxes=dataset.query_bboxes, workers=workers, progress=progress
-        )
+        queries, q_skipped = baselines.describe_images(dataset.query_paths, bboxes=dataset.query_bboxes, **read)
         skipped += q_skipped
     return db, queries, skipped
 
