@@ -153,10 +153,16 @@ def test_checksum_mismatch_moves_file_aside(server, tmp_path):
     assert (tmp_path / "f.bin.bad").read_bytes() == PAYLOAD
 
 
+def _partial_from(url: str, path: Path, content: bytes) -> None:
+    """A partial download as an interrupted fetch of ``url`` leaves it (its source noted beside it)."""
+    path.write_bytes(content)
+    path.with_name(path.name + ".source").write_text(url)
+
+
 def test_server_ignoring_range_still_gives_the_right_file(server, tmp_path):
     server.routes["/f.bin"] = PAYLOAD
     server.ignore_range = True
-    (tmp_path / "f.bin.partial").write_bytes(PAYLOAD[:5_000])
+    _partial_from(server.url + "/f.bin", tmp_path / "f.bin.partial", PAYLOAD[:5_000])
     dest = download.download_file(server.url + "/f.bin", tmp_path / "f.bin", sha256=PAYLOAD_SHA)
     assert server.requests == [("/f.bin", "bytes=5000-")]  # it asked, got a 200, started again
     assert dest.read_bytes() == PAYLOAD
@@ -164,9 +170,9 @@ def test_server_ignoring_range_still_gives_the_right_file(server, tmp_path):
 
 def test_complete_partial_is_finished_after_416(server, tmp_path):
     server.routes["/f.bin"] = PAYLOAD
-    (tmp_path / "f.bin.partial").write_bytes(PAYLOAD)
+    _partial_from(server.url + "/f.bin", tmp_path / "f.bin.partial", PAYLOAD)
     dest = download.download_file(server.url + "/f.bin", tmp_path / "f.bin", sha256=PAYLOAD_SHA)
-    assert dest.read_bytes() == PAYLOAD and len(server.requests) == 1
+    assert dest.read_bytes() == PAYLOAD and server.requests == [("/f.bin", f"bytes={len(PAYLOAD)}-")]
 
 
 def test_next_url_is_tried_after_a_404(server, tmp_path):
