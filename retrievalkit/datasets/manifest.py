@@ -12,9 +12,10 @@ Checksum rule (one rule for every file, applied by the downloader):
   same content: the shared course mirror's re-zipped ``coil-100.zip``, Debian's re-gzipped
   Fashion-MNIST files. A file matching either list is accepted.
 * When nobody has published an official checksum (COIL-100, the Oxford/Paris/Holidays/UKBench
-  image archives), a file matching no list cannot be told from a good one by its hash, so it is
-  accepted by content instead: the archive's own CRCs while extracting plus the expected file
-  counts below, which :func:`~retrievalkit.datasets.download.verify` reports.
+  image archives), the official file cannot be told from a good one by its hash, so a file from
+  the official host is judged by content instead: the archive's own CRCs while extracting plus
+  the expected file counts below, which a fetch requires before calling a dataset ready. A file
+  from a mirror must still match ``copy_sha256`` where that list is not empty.
 """
 from __future__ import annotations
 
