@@ -605,10 +605,12 @@ def _zip_members(archive: Path) -> Iterable[_Member]:
 
 
 def _archive_members(archive: Path) -> Iterable[_Member]:
-    if zipfile.is_zipfile(archive):
-        return _zip_members(archive)
+    # Tar first: is_zipfile looks for a zip directory near the end, which an uncompressed tar
+    # ending with a .zip/.npz member has too (a cache archive); a zip never starts with a tar header.
     if tarfile.is_tarfile(archive):
         return _tar_members(archive)
+    if zipfile.is_zipfile(archive):
+        return _zip_members(archive)
     raise DamagedArchiveError(f"{archive} is neither a zip nor a tar archive (or its end is missing)")
 
 
