@@ -48,7 +48,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -328,7 +328,8 @@ def save(kind: str, key_parts: dict, value, *, version: int, cache=None, replace
     tmp.mkdir()
     try:
         _write_value(tmp, value, fmt)
-        files = [{"file": p.name, "bytes": p.stat().st_size, "crc32": fcache.crc32_of(p)} for p in sorted(tmp.iterdir())]
+        files = [{"file": p.name, "bytes": p.stat().st_size, "crc32": fcache.crc32_of(p)}
+                 for p in sorted(tmp.iterdir())]
         sidecar = {"kind": kind, "key": key, "format": fmt, "files": files, "seconds": seconds,
                    "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "complete": True}
         (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=1, sort_keys=True))
@@ -372,8 +373,9 @@ def load(kind: str, key_parts: dict, *, version: int, cache=None):
     """The cached artefact of these inputs; ``KeyError`` naming the folder and the fix when there is none."""
     folder = lookup(kind, key_parts, version=version, cache=cache)
     if folder is None:
-        raise KeyError(f"no good {kind} artefact cached for these inputs under {artifacts_root(cache) / kind}: run "
-                       "the step that trains it (or `retrievalkit reproduce`), or `retrievalkit cache unpack` a lab's cache")
+        raise KeyError(f"no good {kind} artefact cached for these inputs in {artifacts_root(cache) / kind}: run the "
+                       "step that trains it (or `retrievalkit reproduce`), or `retrievalkit cache unpack` a lab's "
+                       "cache")
     return load_folder(folder)
 
 
@@ -423,4 +425,5 @@ def list_cached(cache=None) -> list[dict]:
 
 
 __all__ = ["CorruptArtifactError", "cached", "fingerprint", "full_key", "entry_folder", "save", "load", "lookup",
-           "load_folder", "damage", "publish_folder", "value_format", "list_cached", "artifacts_root", "read_sidecar", "SIDECAR"]
+           "load_folder", "damage", "publish_folder", "value_format", "list_cached", "artifacts_root", "read_sidecar",
+           "SIDECAR"]
