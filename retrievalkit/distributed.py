@@ -139,7 +139,7 @@ def _open_client(client, scheduler, n_workers):
         client = distributed.Client(scheduler)
         return client, client.close
     cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+                                       dashboard_address=":0")
     client = distributed.Client(cluster)
 
     def close():

@@ -1,6 +1,7 @@
 """Scale-out extraction on a local 2-worker Dask cluster: same cache as one process, killed workers, resume; faiss by blocks."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -39,7 +40,7 @@ def client():
 
     # The fault-injecting tasks below live in this module, which workers cannot import: ship them by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
     with Client(cluster) as c:
         yield c
     cluster.close()
@@ -190,3 +191,27 @@ def test_clear_errors(dataset, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(ImportError, match=r"pip install 'retrievalkit\[distributed\]'"):
         rkd._open_client(None, None, 2)
+
+
+def _other_input_size(job):
+    """A worker whose setup differs from the caller's (here: its input size), as a machine with other weights would."""
+    return _REAL_TASK(dataclasses.replace(job, options={**job.options, "size": 72}))
+
+
+def test_shard_made_with_another_configuration_is_refused(client, dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(rkd, "_extract_shard", _other_input_size)
+    with pytest.raises(RuntimeError, match=r"different configuration \(input\): install the same retrievalkit"):
+        _run(dataset, tmp_path / "cache", client=client)
+
+
+class _FakeClient:
+    def scheduler_info(self):
+        return {"workers": {"tcp://10.0.0.1:4001": {}, "tcp://10.0.0.1:4002": {}, "tcp://10.0.0.2:4001": {}}}
+
+    def run(self, function):
+        return {address: 8 for address in self.scheduler_info()["workers"]}
+
+
+def test_torch_threads_share_each_machines_cores_among_its_workers():
+    assert rkd._threads_per_host(_FakeClient(), None) == {"10.0.0.1": 4, "10.0.0.2": 8}
+    assert rkd._threads_per_host(_FakeClient(), 3) == {"*": 3}
