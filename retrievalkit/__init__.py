@@ -10,8 +10,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "artifacts", "backbones", "cli", "config", "datasets", "embedding", "evaluate", "experiments", "features", "figures",
-    "finetune", "hashing", "projection", "rerank",
+    "artifacts", "backbones", "cache_share", "cli", "config", "datasets", "distributed", "embedding", "evaluate",
+    "experiments", "features", "figures", "finetune", "hashing", "projection", "rerank",
     "index", "nn", "survey", "whitening", "widgets", "baselines",
 }
 

@@ -36,10 +36,11 @@ def _cmd_datasets(args) -> int:
     from .datasets import download, manifest
 
     if args.action == "list":
+        width = max(map(len, manifest.MANIFEST))
         for name, entry in manifest.MANIFEST.items():
             where = download.locate(name, args.data_home)
             state = f"present  {where}" if where else f"absent   (would go to {download.dataset_root(name, args.data_home)})"
-            print(f"{name:14s} {entry.summary():45s} {state}")
+            print(f"{name:{width}s} {entry.summary():45s} {state}")
         return 0
     names = args.names or []
     if not names:
@@ -322,6 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_method_options(se)
     se.set_defaults(func=_cmd_search)
 
+    ca = sub.add_parser("cache", parents=[quiet],
+                        help="list the cache, pack it into one archive, or unpack an instructor's archive")
+    ca.add_argument("action", choices=["list", "pack", "unpack"])
+    ca.add_argument("path", nargs="?", help="the archive (unpack without it reads retrievalkit-cache.tar "
+                                            "from RETRIEVALKIT_MIRROR)")
+    ca.set_defaults(func=_cmd_cache)
+
     rp = sub.add_parser("reproduce", parents=[quiet], help="run the survey's experiments; write figures/ and results/")
     rp.add_argument("--steps", nargs="*", help="only these steps (default: all)")
     rp.add_argument("--small", action="store_true", help="SMALL mode (subsets; same as RETRIEVALKIT_SMALL=1)")
@@ -331,6 +339,29 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--results", default="results")
     rp.set_defaults(func=_cmd_reproduce)
     return parser
+
+
+# --------------------------------------------------------------------------- cache sharing
+def _cmd_cache(args) -> int:
+    from . import cache_share
+
+    if args.action == "list":
+        for row in cache_share.summary():
+            print(f"{row['entry']}  {row['megabytes']:.1f} MiB  {row['status']}")
+        return 0
+    if args.action == "pack":
+        if not args.path:
+            raise ValueError("cache pack needs the archive's path, e.g. `retrievalkit cache pack lab-cache.tar`")
+        packed = cache_share.pack(args.path)
+        print(f"wrote {packed.path}: {len(packed.entries)} entries, {packed.bytes / 2**20:.1f} MiB")
+        for name, why in packed.skipped:
+            print(f"skipped {name}: {why}")
+        return 0
+    unpacked = cache_share.unpack(args.path)
+    print(f"{unpacked.archive}: {len(unpacked.installed)} installed, {len(unpacked.kept)} already present")
+    for name, why in unpacked.refused:
+        print(f"refused {name}: {why}")
+    return 0 if unpacked.ok else 1
 
 
 # --------------------------------------------------------------------------- errors

@@ -258,3 +258,22 @@ def test_unpack_fetches_the_archive_from_an_http_mirror(instructor, tmp_path, mo
         server.server_close()
     assert result.archive == tmp_path / "student" / "downloads" / cache_share.ARCHIVE_NAME
     assert len(result.installed) == 3 and result.ok
+
+
+def test_the_cli_packs_a_cache_and_a_student_unpacks_it(instructor, tmp_path, monkeypatch, capsys):
+    from retrievalkit import cli
+
+    archive = tmp_path / "lab.tar"
+    monkeypatch.setenv("RETRIEVALKIT_CACHE", str(instructor))
+    assert cli.main(["cache", "pack", str(archive)]) == 0
+    assert "3 entries" in capsys.readouterr().out
+
+    monkeypatch.setenv("RETRIEVALKIT_CACHE", str(tmp_path / "student"))
+    assert cli.main(["cache", "unpack", str(archive)]) == 0
+    assert "3 installed, 0 already present" in capsys.readouterr().out
+    assert cli.main(["cache", "list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 3 and all(line.endswith(" ok") for line in listed)
+
+    assert cli.main(["cache", "pack"]) == 1
+    assert "needs the archive's path" in capsys.readouterr().err

@@ -7,6 +7,7 @@ nearly the same descriptor, which would make the comparisons below unable to fai
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -493,3 +494,26 @@ def test_default_input_upsamples_coil100(images, lite):
     assert (coil["resize"], coil["size"]) == ("fixed", 224)  # 7×7 last map instead of 4×4
     landmarks = plan_extraction(ImageSource("roxford5k-queries", images), lite)
     assert (landmarks.resize, landmarks.size, landmarks.batch_size) == ("max_side", 1024, 2)
+
+
+def test_commit_keeps_a_rival_published_between_its_check_and_its_rename(tmp_path, monkeypatch):
+    config = {"dataset": "race-db", "backbone": "efficientnet_lite0", "layers": ["head"], "version": 1}
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)
+    sidecar = {"arrays": [{"layer": "head", "pooling": "gem", "file": "head__gem.npy",
+                           "shape": [3, 4], "dtype": "float32"}], "n_images": 3}
+    root = store.features_root(tmp_path)
+    winner, loser = store.begin(root, config), store.begin(root, config)
+    for tmp in (winner, loser):
+        np.save(tmp / "head__gem.npy", rows)
+    real_replace = os.replace
+
+    def rival_publishes_first(src, dst):
+        if Path(src) == loser:
+            monkeypatch.setattr(os, "replace", real_replace)
+            store.commit(winner, config, dict(sidecar))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", rival_publishes_first)
+    final = store.commit(loser, config, dict(sidecar))
+    assert store.lookup(root, config) is not None and final.is_dir()
+    assert not loser.exists() and not winner.exists()

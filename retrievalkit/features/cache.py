@@ -283,7 +283,13 @@ def commit(tmp: Path, config: dict, sidecar: dict, replace: bool = False) -> Pat
         old = final.with_name(f"{final.name}{_OLD}{os.getpid()}-{secrets.token_hex(3)}")
         os.replace(final, old)
         shutil.rmtree(old, ignore_errors=True)
-    os.replace(tmp, final)
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        # Another process published the same key between the check above and the rename.
+        if lookup(tmp.parent, config, warn=False) is None:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
