@@ -5,6 +5,7 @@ the environment and see the change. Taught in notebooks/00_setup_and_data.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -83,3 +84,28 @@ def seed_everything(seed: int = DEFAULT_SEED) -> int:
         return seed
     torch.manual_seed(seed)
     return seed
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool = True):
+    """Within the block, torch runs only deterministic kernels, so a seeded training gives the same weights on rerun.
+
+    Sets ``torch.use_deterministic_algorithms`` (and, for CUDA, cuDNN's deterministic mode and the
+    cuBLAS workspace setting it needs) and restores the previous settings on exit. Seeds stay the
+    caller's business (pass them: trainers seed their own generators). ``enabled=False`` is a no-op.
+    """
+    import torch
+
+    if not enabled:
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]

@@ -247,3 +247,74 @@ def test_manifold_graph_and_diffusion_refuse_bad_arguments():
     for alpha in (0.0, 1.0):
         with pytest.raises(ValueError, match="0 < alpha < 1"):
             U.diffuse(s, [0], alpha=alpha)
+
+
+def test_every_torch_load_in_the_package_refuses_pickled_code():
+    """Checkpoints and weights load with ``weights_only=True``: a file cannot run code when read."""
+    import ast
+    from pathlib import Path
+
+    import retrievalkit
+
+    calls = []
+    for path in Path(retrievalkit.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+                kw = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                calls.append((path.name, node.lineno, kw.get("weights_only")))
+    assert calls, "expected torch.load calls (checkpoints, bundled weights)"
+    assert all(flag == "True" for *_, flag in calls), calls
+
+
+_FINETUNE_SCRIPT = """
+import hashlib, sys
+import numpy as np, torch
+from retrievalkit.finetune import trainer as T
+torch.set_num_threads(int(sys.argv[2]))
+d = np.load(sys.argv[1])
+train, val = T.TrainData(d["xt"], d["yt"], d["it"]), T.TrainData(d["xv"], d["yv"], d["iv"])
+cfg = T.FinetuneConfig(loss=sys.argv[3], epochs=2, queries=8, negatives=2, pool=60, tuple_batch=8, class_batches=2,
+                       batch_size=16, m=4, seed=3)
+res = T.finetune(train, val, cfg)
+digest = hashlib.sha256()
+for v in res.model.state_dict().values():
+    digest.update(v.detach().contiguous().numpy().tobytes())
+print(res.best_epoch, [round(h["val_mAP"], 12) for h in res.history], digest.hexdigest())
+"""
+
+
+@pytest.mark.parametrize("loss", ["triplet", "ap"])
+def test_finetune_repeats_bit_for_bit_in_fresh_processes_and_thread_counts(coil_data, tmp_path, loss):
+    """Same seed, same data: same weights, validation curve and best epoch, in two processes with 1 and 2 threads."""
+    import subprocess
+    import sys
+
+    train, val = _part(coil_data, [1, 2, 3]), _part(coil_data, [9, 10])
+    data = tmp_path / "maps.npz"
+    np.savez(data, xt=np.asarray(train.maps), yt=train.labels, it=train.ids.astype(str),
+             xv=np.asarray(val.maps), yv=val.labels, iv=val.ids.astype(str))
+    runs = [subprocess.run([sys.executable, "-c", _FINETUNE_SCRIPT, str(data), str(n), loss], capture_output=True,
+                           text=True, check=True).stdout for n in (1, 2)]
+    assert runs[0] == runs[1] and runs[0].strip()
+
+
+def test_finetune_runs_with_deterministic_kernels_and_restores_the_setting(coil_data, monkeypatch):
+    from retrievalkit import config
+
+    seen = []
+    original = T.describe
+
+    def spy(*args, **kwargs):  # called for validation inside the training loop
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(T, "describe", spy)
+    train, val = _part(coil_data, [1, 2]), _part(coil_data, [9, 10])
+    assert not torch.are_deterministic_algorithms_enabled()
+    T.finetune(train, val, _cfg(select="last", epochs=1, queries=8, pool=60))
+    assert seen and all(seen)
+    assert not torch.are_deterministic_algorithms_enabled()  # the caller's setting is back
+    with pytest.raises(KeyError):
+        with config.deterministic():
+            raise KeyError("restored on errors too")
+    assert not torch.are_deterministic_algorithms_enabled()

@@ -161,3 +161,43 @@ def test_extract_sift_skips_unreadable_files_and_keeps_alignment(tmp_path, caplo
     threaded, _ = emb.extract_sift(paths, mode="dense", root=True, progress=False, workers=2)
     np.testing.assert_array_equal(threaded.descriptors, local.descriptors)
     np.testing.assert_array_equal(threaded.image_index, local.image_index)
+
+
+_REPEAT_SCRIPT = """
+import hashlib, sys, warnings
+import cv2, faiss, numpy as np
+from threadpoolctl import threadpool_limits
+from retrievalkit import embedding as emb
+warnings.simplefilter("ignore")
+threads, paths = int(sys.argv[1]), sys.argv[2:]
+cv2.setNumThreads(threads)
+faiss.omp_set_num_threads(threads)
+with threadpool_limits(threads):
+    local, _ = emb.extract_sift(paths, root=True, workers=2)
+    kmeans = emb.KMeansCodebook(k=16, seed=0).fit(local, split="learn")
+    gmm = emb.GMMCodebook(k=4, seed=0, n_iter=10).fit(local, split="learn")
+    vlad = emb.VLAD(kmeans).encode(local)
+    fv = emb.FisherVector(gmm).encode(local)
+digest = hashlib.sha256()
+for a in (local.descriptors, local.image_index, kmeans.centroids_, gmm.means_, gmm.variances_, vlad, fv):
+    digest.update(np.ascontiguousarray(a).tobytes())
+print(local.n_descriptors, digest.hexdigest())
+"""
+
+
+def test_rootsift_codebooks_and_encodings_repeat_bit_for_bit_across_processes_and_thread_counts(coil_home):
+    """Two fresh processes, one and four threads (OpenCV, faiss, OpenMP/BLAS), give identical bytes.
+
+    Global state (thread pools, OpenCV's parallel backend, hash seeds) differs between processes,
+    so this runs in subprocesses; k-means and the GMM are seeded through their arguments.
+    """
+    import subprocess
+    import sys
+
+    paths = sorted(str(p) for p in coil_home.rglob("obj1__*.png"))[:12]
+    paths += sorted(str(p) for p in coil_home.rglob("obj2__*.png"))[:12]
+    assert len(paths) == 24
+    outputs = [subprocess.run([sys.executable, "-c", _REPEAT_SCRIPT, str(n), *paths], capture_output=True,
+                              text=True, check=True).stdout.split() for n in (1, 4)]
+    assert int(outputs[0][0]) > 100  # real keypoints, not empty images
+    assert outputs[0] == outputs[1]

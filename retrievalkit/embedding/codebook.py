@@ -196,7 +196,8 @@ class GMMCodebook(_Codebook):
 
     Survey Eq. 2.9: ``C = {w_k, μ_k, σ_k}``, ``σ_k = sqrt(diag Σ_k)``. ``fit(X, split="learn")``
     learns from at most ``max_train`` local descriptors of LEARNING-split images (drawn with
-    ``seed``; EM initialised from k-means with ``seed``). Fitted: ``weights_`` (K), ``means_`` (K×D),
+    ``seed``; EM initialised from k-means with ``seed``; one thread, so the same rows give the same
+    GMM to the last bit whatever the machine's thread settings). Fitted: ``weights_`` (K), ``means_`` (K×D),
     ``variances_`` (K×D, ``σ_k²``, floored by ``reg_covar``). :meth:`posteriors` gives ``γ_k(x_t)``.
     """
 
@@ -221,12 +222,16 @@ class GMMCodebook(_Codebook):
     def fit(self, X, split: str | None = None) -> "GMMCodebook":
         check_learning_split(split, type(self).__name__)
         from sklearn.mixture import GaussianMixture
+        from threadpoolctl import threadpool_limits
 
         rows, n_available = training_rows(X, self.max_train, self.seed)
         if len(rows) < self.k:
             raise ValueError(f"a {self.k}-component GMM needs at least {self.k} descriptors, got {len(rows)}")
-        gmm = GaussianMixture(n_components=self.k, covariance_type="diag", max_iter=self.n_iter,
-                              reg_covar=self.reg_covar, random_state=self.seed).fit(rows.astype(np.float64))
+        # One thread: scikit-learn's k-means initialisation and the EM sums (OpenMP, BLAS) otherwise add in
+        # an order that depends on the thread count, and the GMM's last digits with it (measured here).
+        with threadpool_limits(limits=1):
+            gmm = GaussianMixture(n_components=self.k, covariance_type="diag", max_iter=self.n_iter,
+                                  reg_covar=self.reg_covar, random_state=self.seed).fit(rows.astype(np.float64))
         self.weights_, self.means_, self.variances_ = gmm.weights_, gmm.means_, gmm.covariances_
         self.converged_ = bool(gmm.converged_)
         self.n_train_, self.n_available_ = len(rows), n_available

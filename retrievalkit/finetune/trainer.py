@@ -275,6 +275,7 @@ def _comparable(cfg: FinetuneConfig) -> dict:
     return d
 
 
+@rk_config.deterministic()
 def finetune(learn: TrainData, val: TrainData | None = None, cfg: FinetuneConfig | None = None, *,
              tuples=None, checkpoint: str | os.PathLike | None = None, resume: bool = True,
              forbidden_ids=None, forbidden_labels=None, model: TailNet | None = None,
@@ -340,7 +341,7 @@ def finetune(learn: TrainData, val: TrainData | None = None, cfg: FinetuneConfig
     ckpt = Path(checkpoint) if checkpoint is not None else None
     start_epoch, history, best = 1, None, None
     if ckpt is not None and resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location=dev, weights_only=False)
+        state = torch.load(ckpt, map_location=dev, weights_only=True)
         if state.get("version") != CHECKPOINT_VERSION or state["config"] != _comparable(cfg):
             raise ValueError(f"checkpoint {ckpt} was written with another configuration: "
                              f"delete it or pass resume=False")

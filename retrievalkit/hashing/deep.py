@@ -278,6 +278,7 @@ class DeepHash:
             terms[f"{name}_weighted"] = weight * terms[name]
         return terms
 
+    @config.deterministic()
     def fit(self, X, labels, X_val=None, labels_val=None) -> "DeepHash":
         from tqdm.auto import trange
 
