@@ -8,6 +8,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from retrievalkit import embedding as emb
@@ -87,6 +88,17 @@ def test_deep_vs_handcrafted_table(spied):
         assert {f"{source} · {m}" for m in ("BOW", "VLAD", "FV", "VLAD + PCA_w", "FV + PCA_w")} <= set(main["method"])
     assert main["method"].is_unique
     assert (main.loc[main["embedding"].str.contains("PCA_w"), "dim"] <= 64).all()
+
+
+def test_deep_vs_handcrafted_keeps_each_methods_ap_per_query(spied):
+    """The verdicts' paired bootstrap needs every query's AP; their mean is the table's mAP."""
+    _, frames, _ = spied
+    main = frames["table"][frames["table"]["protocol"] == "all"].set_index("method")
+    per_query = pd.DataFrame(frames["table"].attrs["per_query"])
+    assert set(per_query["method"]) == set(main.index)
+    for method, part in per_query.groupby("method"):
+        assert list(part["query"]) == list(range(int(main.loc[method, "queries"])))
+        assert part["AP"].mean() == pytest.approx(main.loc[method, "mAP"], abs=1e-12)
 
 
 def test_attention_variants_and_history(spied):

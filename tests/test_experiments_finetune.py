@@ -64,6 +64,14 @@ def test_step_finetune_small_writes_tables_and_figures(tmp_path, home, monkeypat
     emb = pd.read_csv(run.results / "finetune_embedding.csv")
     assert emb["stage"].nunique() == 2 and emb["object"].nunique() == E.EMBED_OBJECTS
     assert np.isfinite(emb[["x", "y"]].to_numpy()).all()
+    # the verdicts' paired bootstrap reads each method's test AP per query
+    per_query = pd.read_csv(run.results / "finetune_per_query.csv")
+    main = scores[scores["protocol"] == "all"].set_index(["method", "stage"])["mAP"]
+    assert np.allclose(per_query.groupby(["method", "stage"])["AP"].mean().reindex(main.index), main, atol=1e-12)
+    from retrievalkit.experiments import verdicts
+
+    rows = verdicts.finetune({"finetune": scores, "finetune_per_query": per_query, "finetune_history": history})
+    assert rows and all("[" in r["ours"] for r in rows)
 
 
 def test_unknown_method_is_a_clear_error():

@@ -253,30 +253,38 @@ def deep_vs_handcrafted(coil: Coil, table_k: dict | None = None, whiten_dim: int
 
     ks = table_k or (SMALL_TABLE_K if coil.small else TABLE_K)
     test = coil.split("test")
-    rows = []
+    rows, pq = [], []
+
+    def sc(X, base: dict) -> list[dict]:
+        return score(X, test, per_query=pq, key={"method": f"{base['descriptor']} · {base['embedding']}"})
+
     hist, _ = baselines.describe_images(test.db_paths, progress=coil.progress)
     rows += _rows({"family": "handcrafted", "descriptor": "colour histogram", "embedding": "global",
-                   "K": np.nan, "dim": hist.shape[1]}, score(hist, test))
+                   "K": np.nan, "dim": hist.shape[1]},
+                  sc(hist, {"descriptor": "colour histogram", "embedding": "global"}))
     for source, family, name in (("sift", "handcrafted", "RootSIFT"), ("conv", "deep", "conv columns")):
         if source == "conv":
             ft, fl = deep_features(coil, "test").get(LAYER, "gem"), deep_features(coil, "learn").get(LAYER, "gem")
             rows += _rows({"family": "deep", "descriptor": "GeM (Lite0 head)", "embedding": "global",
-                           "K": np.nan, "dim": ft.shape[1]}, score(ft, test))
+                           "K": np.nan, "dim": ft.shape[1]},
+                          sc(ft, {"descriptor": "GeM (Lite0 head)", "embedding": "global"}))
             dim = min(whiten_dim, len(fl) - 1, fl.shape[1])
             xw = whitening.PCAWhitening(dim=dim).fit(fl).transform(ft).astype(np.float32)
             rows += _rows({"family": "deep", "descriptor": "GeM (Lite0 head)", "embedding": "global + PCA_w",
-                           "K": np.nan, "dim": xw.shape[1]}, score(xw, test))
+                           "K": np.nan, "dim": xw.shape[1]},
+                          sc(xw, {"descriptor": "GeM (Lite0 head)", "embedding": "global + PCA_w"}))
         for method in METHODS:
             X = encode(coil, "test", source, method, ks[method])
             base = {"family": family, "descriptor": name, "embedding": method.upper() if method != "fv" else "FV",
                     "K": ks[method], "dim": X.shape[1]}
-            rows += _rows(base, score(X, test))
+            rows += _rows(base, sc(X, base))
             if method in ("vlad", "fv"):
                 xw = _whitened(coil, source, method, ks[method], whiten_dim)
-                rows += _rows({**base, "embedding": f"{base['embedding']} + PCA_w", "dim": xw.shape[1]},
-                              score(xw, test))
+                whitened = {**base, "embedding": f"{base['embedding']} + PCA_w", "dim": xw.shape[1]}
+                rows += _rows(whitened, sc(xw, whitened))
     df = pd.DataFrame(rows)
     df["method"] = df["descriptor"] + " · " + df["embedding"]
+    df.attrs["per_query"] = pq  # test AP per query, for the verdicts' paired bootstrap
     return df
 
 
@@ -307,8 +315,9 @@ def train_head(coil: Coil, epochs: int | None = None, hidden: int = ATTENTION_HI
         maps_train = np.asarray(maps[train_idx[0]:train_idx[-1] + 1]) if _contiguous(train_idx) else np.asarray(maps[train_idx])
         maps_val = np.asarray(maps[val_idx[0]:val_idx[-1] + 1]) if _contiguous(val_idx) else np.asarray(maps[val_idx])
         start = time.perf_counter()
-        head, history = att.train_attention(maps_train, labels[train_idx], maps_val, labels[val_idx], hidden=hidden,
-                                            epochs=epochs, seed=seed, device="cpu", progress=coil.progress)
+        with config.deterministic():
+            head, history = att.train_attention(maps_train, labels[train_idx], maps_val, labels[val_idx], hidden=hidden,
+                                                epochs=epochs, seed=seed, device="cpu", progress=coil.progress)
         history = pd.DataFrame(history)
         history["train_s"] = time.perf_counter() - start
         memo[key] = (head, history)

@@ -11,7 +11,7 @@ import pandas as pd
 from .. import figures_embedding as fe
 from .. import survey
 from . import embedding
-from .offtheshelf_steps import PROTOCOL_NOTE, _coil, _table
+from .offtheshelf_steps import PROTOCOL_NOTE, _coil, _table, save_with_per_query
 
 EMBEDDING_NOTE = (
     "Embedding differences: the survey's BoW/VLAD/FV rows embed VGG16/AlexNet conv5 columns (or SIFT) of "
@@ -38,7 +38,7 @@ def step_embedding(run) -> str:
     sizes = embedding.codebook_sizes(coil)
     table = embedding.deep_vs_handcrafted(coil)
     run.save_csv(sizes, "embedding_codebook_size")
-    run.save_csv(table, "embedding_deep_vs_handcrafted")
+    save_with_per_query(run, table, "embedding_deep_vs_handcrafted")
     run.save_figure(fe.codebook_curves(sizes), "embedding_codebook_size")
     run.save_figure(fe.method_bars(table), "embedding_deep_vs_handcrafted")
     wide = table.pivot_table(index=["method", "dim"], columns="protocol", values="mAP", sort=False).reset_index()

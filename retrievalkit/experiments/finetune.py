@@ -69,12 +69,20 @@ def finetune_data(coil: Coil, val_fraction: float = VAL_FRACTION) -> FinetuneDat
                         coil.split("test"), coil.small)
 
 
-def test_scores(result: T.FinetuneResult, data: FinetuneData) -> list[dict]:
-    """COIL-100 test protocol (all / easy / hard) on the fine-tuned descriptors (or pair scores)."""
+def test_scores(result: T.FinetuneResult, data: FinetuneData, per_query: list | None = None,
+                key: dict | None = None) -> list[dict]:
+    """COIL-100 test protocol (all / easy / hard) on the fine-tuned descriptors (or pair scores).
+
+    ``per_query`` receives ``{**key, "query", "AP"}`` rows (protocol "all") for the verdicts' paired bootstrap.
+    """
+    from .offtheshelf import query_aps
+
     x = result.describe(data.test.maps)
     q = np.asarray(data.test_dataset.query_db_index)
     s = result.scores(x[q], x)
     ids = np.argsort(-s, axis=1, kind="stable")
+    if per_query is not None:
+        per_query += query_aps(ids, data.test_dataset, key)
     return evaluate.evaluate(ids, data.test_dataset)
 
 
@@ -133,7 +141,8 @@ def compare(coil: Coil, methods=None, progress=None, cfg: T.FinetuneConfig | Non
 
     ``scores``: one row per method × protocol (``stage`` "before" / "after"), with ``best_epoch``,
     ``train_s``, ``s_per_epoch``. ``history``: loss and validation mAP per epoch per method.
-    ``embedding``: 2-D PCA coordinates of a few test objects before and after the triplet loss.
+    ``scores.attrs["per_query"]``: test AP per query per method (records). ``embedding``: 2-D PCA
+    coordinates of a few test objects before and after the triplet loss.
     """
     data = finetune_data(coil)
     cfg = cfg or _base_config(coil.small)
@@ -141,10 +150,10 @@ def compare(coil: Coil, methods=None, progress=None, cfg: T.FinetuneConfig | Non
     for name in names:
         _method(name)  # fail before any training on a misspelt name
     before = T.FinetuneResult(T.TailNet(cfg.backbone, cfg.frozen), T.L.TripletLoss(), [], 0, set(), cfg)
-    rows, hist, results = [], [], {}
+    rows, hist, results, pq = [], [], {}, []
     base = {"feature": FEATURE, "dim": before.model.dim, "train_images": len(data.train),
             "val_images": len(data.val)}
-    for r in test_scores(before, data):
+    for r in test_scores(before, data, pq, {"method": "off-the-shelf", "stage": "before"}):
         rows.append({"method": "off-the-shelf", "supervision": "none", "loss": "-", "equation": "-",
                      "survey_loss": "-", "stage": "before", **base, **r})
     for name in names:
@@ -159,9 +168,10 @@ def compare(coil: Coil, methods=None, progress=None, cfg: T.FinetuneConfig | Non
                 "train_s": seconds, "s_per_epoch": float(np.mean([h["seconds"] for h in epochs])) if epochs else 0.0,
                 "gem_p": float(result.model.pool.p.detach()),
                 "test_images_seen": len(result.seen_ids & set(map(str, data.test.ids))), **extra}
-        rows += [{**info, **r} for r in test_scores(result, data)]
+        rows += [{**info, **r} for r in test_scores(result, data, pq, {"method": name, "stage": "after"})]
         hist += [{"method": name, "supervision": meta[1], **h} for h in result.history]
     scores = pd.DataFrame(rows)
+    scores.attrs["per_query"] = pq
     history = pd.DataFrame(hist)
     show = "triplet" if "triplet" in results else (names[0] if names else None)
     embedding = embedding_table(data, before, results.get(show), show) if show else pd.DataFrame()

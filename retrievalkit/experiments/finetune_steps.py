@@ -8,6 +8,7 @@ from .. import figures_finetune as ff
 from .. import survey
 from . import finetune
 from .hashing_steps import _coil
+from .offtheshelf_steps import save_with_per_query
 
 PROTOCOL_NOTE = (
     "Protocol differences: the survey's Table 2.3 fine-tunes whole VGG/ResNet networks on landmark "
@@ -27,7 +28,7 @@ def step_finetune(run) -> str:
     scores, history, points = finetune.compare(_coil(run), progress=run.progress)
     ours = finetune.table_2_3_like(scores)
     reported = survey.table_2_3()
-    run.save_csv(scores, "finetune")
+    save_with_per_query(run, scores, "finetune")
     run.save_csv(history, "finetune_history")
     run.save_csv(points, "finetune_embedding")
     run.save_csv(ours, "table_2_3_ours")

@@ -272,9 +272,16 @@ def accuracy_time_memory(data: HashData, kinds=TABLE_KINDS, hamming=TABLE_HAMMIN
     Hamming search over binary codes (encoders fitted on the learning rows; query encoding is
     counted in the Hamming rows' time). Timings: ``k`` results per query, batch of all queries
     (best of ``repeats``) and one query at a time; mAP: a second search ranked to the depth the
-    metric needs (the full database for COIL-100).
+    metric needs (the full database for COIL-100). ``df.attrs["per_query"]``: each method's AP per
+    query (full-ranking benchmarks only), for the verdicts' paired bootstrap.
     """
-    rows = []
+    rows, per_query = [], []
+
+    def keep_aps(method: str, ids) -> None:
+        if data.map_k is None:
+            ap = evaluate.average_precision(_clean_ids(np.asarray(ids), len(data.x_db)), data.gnd, "trapezoid")
+            per_query.extend({"method": method, "query": i, "AP": float(v)} for i, v in enumerate(ap))
+
     depth = _rank_depth(data)
     gt = rk_index.exact_search(data.x_query, data.x_db, k)[1]
     for kind, params in kinds:
@@ -288,6 +295,7 @@ def accuracy_time_memory(data: HashData, kinds=TABLE_KINDS, hamming=TABLE_HAMMIN
                                          **runtime)
         _, ids = rk_index.search(idx, data.x_query, depth, **runtime)
         label = kind + "".join(f" {p}={v}" for p, v in params.items())
+        keep_aps(label, ids)
         rows.append({"dataset": data.name, "method": label, "family": "float index", "kind": kind, **params,
                      "build_s": build_s, "bytes_per_vector": rk_index.index_bytes(idx) / len(data.x_db),
                      **_timing_columns(timing, k), **score_ranking(data, ids)})
@@ -309,13 +317,16 @@ def accuracy_time_memory(data: HashData, kinds=TABLE_KINDS, hamming=TABLE_HAMMIN
             hashing.hamming_search(idx, encoder.encode(data.x_query[i : i + 1]), k)
         single_s = time.perf_counter() - start
         _, ids = hashing.hamming_search(idx, encoder.encode(data.x_query), depth)
+        keep_aps(f"hamming {method} {n_bits}b", ids)
         rows.append({"dataset": data.name, "method": f"hamming {method} {n_bits}b", "family": "binary codes",
                      "kind": "hamming", "bits": n_bits, "build_s": build_s,
                      "bytes_per_vector": rk_index.index_bytes(idx) / len(data.x_db),
                      "ms_per_query_batch": 1e3 * batch_s / len(data.x_query),
                      "ms_per_query_single": 1e3 * single_s / max(n_single, 1),
                      "recall@k": rk_index.knn_recall(ids_k, gt, k), "k": k, **score_ranking(data, ids)})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df.attrs["per_query"] = per_query  # plain records (pandas compares attrs on concat)
+    return df
 
 
 def _timing_columns(timing: dict, k: int) -> dict:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .. import backbones as bb
-from .. import evaluate, features, whitening
+from .. import config, evaluate, features, whitening
 from ..datasets import coil100
 from ..index import exact_search
 
@@ -85,11 +85,29 @@ def layers_for(backbone: str) -> tuple[str, ...]:
     return (bb.get_spec(backbone).default_layer, "pool")
 
 
-def score(test_db: np.ndarray, dataset, protocols=None) -> list[dict]:
-    """Evaluate database rows ``test_db`` (queries are database rows on COIL-100)."""
+def score(test_db: np.ndarray, dataset, protocols=None, per_query: list | None = None,
+          key: dict | None = None) -> list[dict]:
+    """Evaluate database rows ``test_db`` (queries are database rows on COIL-100).
+
+    ``per_query``: a list that receives one ``{**key, "query": q, "AP": ap}`` row per query (protocol
+    "all"), for the paired bootstrap of :mod:`retrievalkit.experiments.verdicts`.
+    """
     queries = test_db[np.asarray(dataset.query_db_index)]
     _, ids = exact_search(queries, test_db)
+    if per_query is not None:
+        per_query += query_aps(ids, dataset, key)
     return evaluate.evaluate(ids, dataset, protocols)
+
+
+def query_aps(ids: np.ndarray, dataset, key: dict | None = None) -> list[dict]:
+    """Tidy per-query AP rows (protocol "all") of a ranking: what a paired bootstrap over queries resamples."""
+    ap = evaluate.average_precision(ids, dataset.ground_truth("all"))
+    return [{**(key or {}), "query": q, "AP": float(a)} for q, a in enumerate(ap)]
+
+
+def learn_map(learn_db: np.ndarray, learn) -> float:
+    """mAP on the LEARNING split's own queries: how contenders are chosen without looking at the test split."""
+    return score(learn_db, learn, ["all"])[0]["mAP"]
 
 
 def _rows(base: dict, results: list[dict]) -> list[dict]:
@@ -104,8 +122,12 @@ def pca_whiten(learn: np.ndarray, test: np.ndarray, dim: int | None = None) -> n
 
 # --------------------------------------------------------------------------- experiments
 def aggregation(coil: Coil, backbones=None) -> pd.DataFrame:
-    """Every pooling × backbone on the last conv map, raw and PCA-whitened (Figure 2.12b analogue)."""
-    rows = []
+    """Every pooling × backbone on the last conv map, raw and PCA-whitened (Figure 2.12b analogue).
+
+    ``learn_mAP`` (raw rows): the same descriptor scored on the learning split, for choosing compared
+    poolings without the test split; ``df.attrs["per_query"]``: test AP per query.
+    """
+    rows, pq = [], []
     test, learn = coil.split("test"), coil.split("learn")
     for name in backbones or available_backbones(coil.small):
         ft = coil.extract("test", name, layers_for(name))
@@ -117,15 +139,29 @@ def aggregation(coil: Coil, backbones=None) -> pd.DataFrame:
             xt, xl = ft.get(layer, pooling), fl.get(layer, pooling)
             base = {"backbone": name, "depth": bb.get_spec(name).depth, "layer": layer, "pooling": pooling,
                     "ms_per_image": 1000 * ft.seconds_per_image}
-            rows += _rows({**base, "whitening": "none", "dim": xt.shape[1]}, score(xt, test))
-            rows += _rows({**base, "whitening": "pca_w", "dim": xt.shape[1]}, score(pca_whiten(xl, xt), test))
-    return pd.DataFrame(rows)
+            key = {"backbone": name, "pooling": pooling}
+            rows += _rows({**base, "whitening": "none", "dim": xt.shape[1], "learn_mAP": learn_map(xl, learn)},
+                          score(xt, test, per_query=pq, key={**key, "whitening": "none"}))
+            rows += _rows({**base, "whitening": "pca_w", "dim": xt.shape[1]},
+                          score(pca_whiten(xl, xt), test, per_query=pq, key={**key, "whitening": "pca_w"}))
+    return _with_per_query(pd.DataFrame(rows), pq)
+
+
+def _with_per_query(df: pd.DataFrame, per_query: list) -> pd.DataFrame:
+    """Attach the per-query AP rows as ``df.attrs["per_query"]`` (steps save them as ``<name>_per_query.csv``).
+
+    Plain records, not a DataFrame: pandas compares ``attrs`` when it concatenates frames.
+    """
+    df.attrs["per_query"] = list(per_query)
+    return df
 
 
 def depth(aggregation_df: pd.DataFrame, poolings=("mac", "gem")) -> pd.DataFrame:
     """Same pooling across backbones of increasing depth (Figure 2.13a analogue), from the aggregation rows."""
     df = aggregation_df[aggregation_df["pooling"].isin(poolings)]
-    return df.sort_values(["depth", "backbone"]).reset_index(drop=True)
+    out = df.sort_values(["depth", "backbone"]).reset_index(drop=True)
+    out.attrs = {}  # the per-query rows stay with the aggregation table
+    return out
 
 
 def dimension(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "gem",
@@ -135,7 +171,7 @@ def dimension(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "
     Two recipes: PCA-whitening down to each width at or below the native one, and a learned
     FC+ReLU layer of each width on top of the pooled vector (the survey's recipe), trained on the
     learning split with the last ``val_fraction`` of the learning objects (objects 41–50 in full
-    mode) held out for choosing the epoch.
+    mode) held out for choosing the epoch. ``df.attrs["per_query"]``: test AP per query.
     """
     from ..projection import LearnedProjection
 
@@ -143,31 +179,36 @@ def dimension(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "
     layer = bb.get_spec(backbone).default_layer
     ft = coil.extract("test", backbone, layers_for(backbone))
     fl = coil.extract("learn", backbone, layers_for(backbone))
-    key = features.cache_key({"experiment": "dimension", "version": 1, "test": ft.key, "learn": fl.key,
+    key = features.cache_key({"experiment": "dimension", "version": 2, "test": ft.key, "learn": fl.key,
                               "layer": layer, "pooling": pooling, "dims": list(dims), "epochs": epochs,
                               "val_fraction": val_fraction})
-    cached = _cached_result("dimension", key)
-    if cached is not None:
-        return cached
+    cached, cached_pq = _cached_result("dimension", key), _cached_result("dimension_per_query", key)
+    if cached is not None and cached_pq is not None:
+        return _with_per_query(cached, cached_pq.to_dict("records"))
     xt, xl = ft.get(layer, pooling), fl.get(layer, pooling)
     native = xt.shape[1]
     labels = learn.db_labels
     objects = np.unique(labels)
     val_ids = objects[-max(1, int(round(val_fraction * len(objects)))):]
     is_val = np.isin(labels, val_ids)
-    rows = []
+    rows, pq = [], []
     base = {"backbone": backbone, "layer": layer, "pooling": pooling, "native_dim": native}
-    rows += _rows({**base, "recipe": "native", "dim": native}, score(xt, test))
+    rows += _rows({**base, "recipe": "native", "dim": native},
+                  score(xt, test, per_query=pq, key={"recipe": "native", "dim": native}))
     for dim in dims:
         if dim < min(native, len(xl)):
-            rows += _rows({**base, "recipe": "pca_w", "dim": dim}, score(pca_whiten(xl, xt, dim), test))
+            rows += _rows({**base, "recipe": "pca_w", "dim": dim},
+                          score(pca_whiten(xl, xt, dim), test, per_query=pq, key={"recipe": "pca_w", "dim": dim}))
         start = time.perf_counter()
-        proj = LearnedProjection(dim, epochs=epochs, progress=coil.progress).fit(
-            xl[~is_val], labels[~is_val], xl[is_val], labels[is_val])
+        with config.deterministic():
+            proj = LearnedProjection(dim, epochs=epochs, progress=coil.progress).fit(
+                xl[~is_val], labels[~is_val], xl[is_val], labels[is_val])
         extra = {"recipe": "fc_learned", "dim": dim, "best_epoch": proj.best_epoch_,
                  "val_mAP": max(r["val_mAP"] for r in proj.history_), "train_s": time.perf_counter() - start}
-        rows += _rows({**base, **extra}, score(proj.transform(xt), test))
-    return _store_result("dimension", key, pd.DataFrame(rows))
+        rows += _rows({**base, **extra},
+                      score(proj.transform(xt), test, per_query=pq, key={"recipe": "fc_learned", "dim": dim}))
+    _store_result("dimension_per_query", key, pd.DataFrame(pq))
+    return _with_per_query(_store_result("dimension", key, pd.DataFrame(rows)), pq)
 
 
 def _result_path(name: str, key: str):
@@ -194,27 +235,38 @@ def _store_result(name: str, key: str, df: pd.DataFrame) -> pd.DataFrame:
 
 
 def layers(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "gem") -> pd.DataFrame:
-    """Layer by layer, conv vs FC-like, and layer-level / model-level fusion (Survey §2.3.1.2–2.3.1.3)."""
-    test = coil.split("test")
+    """Layer by layer, conv vs FC-like, and layer-level / model-level fusion (Survey §2.3.1.2–2.3.1.3).
+
+    ``learn_mAP``: each variant scored on the learning split (the verdicts pick the contenders there);
+    ``df.attrs["per_query"]``: test AP per query.
+    """
+    test, learn = coil.split("test"), coil.split("learn")
     ft = coil.extract("test", backbone, layers_for(backbone))
-    rows = []
+    fl = coil.extract("learn", backbone, layers_for(backbone))
+    rows, pq = [], []
+
+    def add(base: dict, x_test: np.ndarray, x_learn: np.ndarray) -> None:
+        nonlocal rows
+        rows += _rows({**base, "dim": x_test.shape[1], "learn_mAP": learn_map(x_learn, learn)},
+                      score(x_test, test, per_query=pq, key={"variant": base["variant"]}))
+
     for layer in layers_for(backbone):
         kind = "fc" if layer in ("pool", "logits", "fc6", "fc7") else "conv"
-        x = ft.get(layer, None if kind == "fc" else pooling)
-        rows += _rows({"variant": layer, "kind": kind, "pooling": "-" if kind == "fc" else pooling, "dim": x.shape[1]},
-                      score(x, test))
+        how = None if kind == "fc" else pooling
+        add({"variant": layer, "kind": kind, "pooling": "-" if kind == "fc" else pooling},
+            ft.get(layer, how), fl.get(layer, how))
     convs = [layer for layer in layers_for(backbone) if layer not in ("pool", "logits")][-3:]
-    fused = features.fuse_layers(ft, [(layer, pooling) for layer in convs])
-    rows += _rows({"variant": "+".join(convs), "kind": "layer fusion", "pooling": pooling, "dim": fused.shape[1]},
-                  score(fused, test))
+    add({"variant": "+".join(convs), "kind": "layer fusion", "pooling": pooling},
+        features.fuse_layers(ft, [(layer, pooling) for layer in convs]),
+        features.fuse_layers(fl, [(layer, pooling) for layer in convs]))
     others = [n for n in available_backbones(coil.small) if n != backbone][-1:]
     for other in others:
-        fo = coil.extract("test", other, layers_for(other))
-        fused = features.fuse_models([(ft, bb.get_spec(backbone).default_layer, pooling),
-                                      (fo, bb.get_spec(other).default_layer, pooling)])
-        rows += _rows({"variant": f"{backbone}+{other}", "kind": "model fusion", "pooling": pooling,
-                       "dim": fused.shape[1]}, score(fused, test))
-    return pd.DataFrame(rows)
+        parts = {split: [(f, bb.get_spec(backbone).default_layer, pooling),
+                         (coil.extract(split, other, layers_for(other)), bb.get_spec(other).default_layer, pooling)]
+                 for split, f in (("test", ft), ("learn", fl))}
+        add({"variant": f"{backbone}+{other}", "kind": "model fusion", "pooling": pooling},
+            features.fuse_models(parts["test"]), features.fuse_models(parts["learn"]))
+    return _with_per_query(pd.DataFrame(rows), pq)
 
 
 def _mean_view_area(kwargs: dict) -> float:
@@ -230,7 +282,7 @@ def multipass(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "
     layer = bb.get_spec(backbone).default_layer
     variants = [("single pass", {}), ("multi-scale", {"scales": MULTISCALE})]
     variants += [(f"multi-pass {s}", {"multipass": s}) for s in schemes]
-    rows = []
+    rows, pq = [], []
     for label, kwargs in variants:
         f = coil.extract("multipass", backbone, [layer], [pooling], size=side, resize="fixed", **kwargs)
         x = f.get(layer, pooling)
@@ -238,5 +290,6 @@ def multipass(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "
                        "forwards_per_image": f.forwards_per_image,
                        # pixels pushed through the network per image, in units of one 224-px pass
                        "cost_vs_224px": f.forwards_per_image * _mean_view_area(kwargs) * (side / 224) ** 2,
-                       "ms_per_image": 1000 * f.seconds_per_image}, score(x, test))
-    return pd.DataFrame(rows)
+                       "ms_per_image": 1000 * f.seconds_per_image},
+                      score(x, test, per_query=pq, key={"variant": label}))
+    return _with_per_query(pd.DataFrame(rows), pq)

@@ -25,9 +25,22 @@ def _coil(run) -> offtheshelf.Coil:
     return run.shared["coil"]
 
 
+def save_with_per_query(run, df: pd.DataFrame, name: str) -> None:
+    """Write ``<name>.csv`` and, when the experiment kept them, its per-query APs as ``<name>_per_query.csv``."""
+    run.save_csv(df, name)
+    per_query = df.attrs.get("per_query")
+    if per_query:
+        run.save_csv(pd.DataFrame(per_query), f"{name}_per_query")
+
+
 def _table(df: pd.DataFrame, columns, protocol: str = "all") -> str:
     data = df[df["protocol"] == protocol] if "protocol" in df.columns else df
     return data[list(columns)].to_markdown(index=False, floatfmt=".4f")
+
+
+# Named as a user finds it on their own machine, not as this machine's absolute path.
+CHECKPOINT_FOLDER = ("`torch.hub.get_dir()/checkpoints` (`~/.cache/torch/hub/checkpoints` by default, "
+                     "`$TORCH_HOME/hub/checkpoints` when TORCH_HOME is set)")
 
 
 def _missing_torchvision_note() -> str:
@@ -36,13 +49,13 @@ def _missing_torchvision_note() -> str:
         return ""
     return (f"\nTorchvision ImageNet weights are not present for {', '.join(missing)}; those backbones were "
             "skipped (random weights would be meaningless). Put the official checkpoints in "
-            f"`{offtheshelf.bb.checkpoint_dir()}` (see `retrievalkit.backbones.load_backbone`) to include them.\n")
+            f"{CHECKPOINT_FOLDER} (see `retrievalkit.backbones.load_backbone`) to include them.\n")
 
 
 def step_aggregation(run) -> str:
     df = offtheshelf.aggregation(_coil(run))
     run.shared["aggregation"] = df
-    run.save_csv(df, "aggregation")
+    save_with_per_query(run, df, "aggregation")
     run.save_figure(figures.aggregation_bars(df), "aggregation")
     main = df[(df["protocol"] == "all")]
     best = main.loc[main["mAP"].idxmax()]
@@ -85,7 +98,7 @@ def step_dimension(run) -> str:
     coil = _coil(run)
     kwargs = {"dims": (32, 128, 512, 2048), "epochs": 5} if run.small else {}
     df = offtheshelf.dimension(coil, **kwargs)
-    run.save_csv(df, "dimension")
+    save_with_per_query(run, df, "dimension")
     run.save_figure(figures.dimension_curve(df), "dimension")
     claim = survey.figure_claims()["2.13b"]
     return (
@@ -101,7 +114,7 @@ def step_dimension(run) -> str:
 
 def step_layers(run) -> str:
     df = offtheshelf.layers(_coil(run))
-    run.save_csv(df, "layers")
+    save_with_per_query(run, df, "layers")
     run.save_figure(figures.variant_bars(df, title="EfficientNet-Lite0: layer by layer, FC-like vs conv, fusion"),
                     "layers")
     quotes = survey.text_numbers()
@@ -119,7 +132,7 @@ def step_layers(run) -> str:
 
 def step_multipass(run) -> str:
     df = offtheshelf.multipass(_coil(run))
-    run.save_csv(df, "multipass")
+    save_with_per_query(run, df, "multipass")
     run.save_figure(figures.variant_bars(df, time_column="ms_per_image",
                                          title="Single vs multi-pass (Figure 2.7) and multi-scale: mAP and time"),
                     "multipass")

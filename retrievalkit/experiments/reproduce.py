@@ -18,7 +18,6 @@ import pandas as pd
 
 from .. import config
 from ..datasets.base import DatasetNotFoundError
-from .verdicts import TIE
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +209,8 @@ def _claims_section(results_dir, figures_dir) -> str:
     from .verdicts import claims_vs_ours
 
     table = claims_vs_ours(results_dir)
-    counts = table["verdict"].value_counts()
-    summary = ", ".join(f"{counts[v]} {v}" for v in ("agrees", "partly", "disagrees", "not run") if v in counts)
+    counts = table["verdict"].str.replace(r": rerun step .*", "", regex=True).value_counts()
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items())
     timeline = ""
     if (Path(figures_dir) / "survey_timeline.png").is_file():
         timeline = (
@@ -222,8 +221,11 @@ def _claims_section(results_dir, figures_dir) -> str:
         )
     return (
         "## The survey's claims against this run\n\n"
-        f"Each verdict is computed from the CSVs in `results/` (`retrievalkit.experiments.verdicts`; "
-        f"differences under {TIE} mAP count as ties): {summary}. The survey's numbers are landmark "
+        "Each verdict is computed from the CSVs in `results/` (`retrievalkit.experiments.verdicts`): a "
+        "direction is stated only when a paired bootstrap over the test queries (2,000 resamples, fixed seed) "
+        "puts the 95% interval of the mean AP difference, printed as Δ mean [low, high], on one side of zero; "
+        "otherwise the comparison is 'within noise'. Contenders are picked on the learning split, never on "
+        f"test numbers: {summary}. The survey's numbers are landmark "
         "benchmarks (Oxford5k, Paris6k, Holidays, UKBench) with VGG/ResNet backbones; ours are COIL-100 with "
         "EfficientNet-Lite, so only directions are compared — the sections below give both sets of numbers.\n\n"
         f"{table.to_markdown(index=False)}\n\n{timeline}"

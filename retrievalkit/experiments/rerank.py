@@ -178,9 +178,12 @@ def compare(split: Split, params: dict, *, db=None, n_distractors: int = 0, sing
     q, rows = split.queries, split.query_rows
     n1 = min(single_queries, len(q))
     ex = rows[:, None]
-    out = []
+    out, per_query = [], []
 
     def add(method, ids, ms, build_s=0.0, nbytes=0, mode="inductive", note=""):
+        if ids is not None:
+            ap = evaluate.average_precision(ids, split.gnd, "trapezoid")
+            per_query.extend({"method": method, "mode": mode, "query": i, "AP": float(a)} for i, a in enumerate(ap))
         out.append({"method": method, "dataset": split.name, "n_db": len(db), "distractors": n_distractors,
                     "mode": mode, "mAP": np.nan if ids is None else _map(ids, split), "ms_per_query": ms,
                     "build_s": build_s, "index_bytes": int(nbytes), "note": note})
@@ -237,7 +240,9 @@ def compare(split: Split, params: dict, *, db=None, n_distractors: int = 0, sing
         (scores, ids), total = timed_build(lambda: rerank.joint_search(q, db, gk, alpha, exclude=rows, gamma=GAMMA))
         add("diffusion joint (transductive)", ids, 1e3 * total / len(q), mode="joint (all queries as graph nodes)",
             note=graph_note + "; graph rebuilt per query set, time = total / queries")
-    return pd.DataFrame(out)
+    df = pd.DataFrame(out)
+    df.attrs["per_query"] = per_query  # AP per query, for the verdicts' paired bootstrap
+    return df
 
 
 def table(coil: Coil, *, splits=None, progress: bool | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

@@ -10,6 +10,7 @@ from .. import figures_rerank as fr
 from .. import survey
 from . import rerank
 from .hashing_steps import _coil
+from .offtheshelf_steps import save_with_per_query
 
 COLUMNS = ["method", "mode", "mAP", "ms_per_query", "build_s", "index_bytes", "note"]
 
@@ -21,7 +22,7 @@ def step_rerank(run) -> str:
     splits = run.shared["rerank_splits"]
     df, grid, params = rerank.table(coil, splits=splits, progress=run.progress)
     sc = rerank.scale(coil, params, splits=splits, progress=run.progress)
-    run.save_csv(df, "rerank")
+    save_with_per_query(run, df, "rerank")
     run.save_csv(sc, "rerank_scale")
     run.save_csv(grid, "rerank_grid")
     run.save_figure(fr.accuracy_time(pd.concat([df, sc], ignore_index=True)), "rerank_accuracy_time")
