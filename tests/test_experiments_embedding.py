@@ -179,3 +179,13 @@ def test_attention_examples_real_maps(spied):
     assert len(images) == 2 and set(maps) == {"crow", "sum", "cam"}
     h, w = E.deep_maps(coil, "test").shape[2:]
     assert all(m.shape == (2, h, w) and (m >= 0).all() for m in maps.values())
+
+
+def test_sift_cache_is_keyed_by_the_opencv_build(monkeypatch):
+    import cv2
+
+    paths = ["a.png", "b.png"]
+    first = E._sift_cache_path(paths, "detect")
+    monkeypatch.setattr(cv2, "__version__", cv2.__version__ + ".other")
+    assert E._sift_cache_path(paths, "detect") != first
+    assert E._sift_cache_path(paths, "dense") != E._sift_cache_path(paths, "detect")

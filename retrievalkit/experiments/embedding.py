@@ -114,8 +114,16 @@ def _conv_local(coil: Coil, split: str, chunk: int = 256) -> emb.LocalDescriptor
     return emb.LocalDescriptors(out, np.repeat(np.arange(n), h * w), n)
 
 
+SIFT_CACHE_VERSION = 2  # bump when the descriptor code changes what it returns
+
+
 def _sift_cache_path(paths, mode: str) -> Path:
-    digest = hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest()[:20]
+    """Cache file of RootSIFT for ``paths``: keyed by the files, the mode, OpenCV's version and ours
+    (another OpenCV build may find other keypoints; a stale file would silently move every SIFT row)."""
+    import cv2
+
+    key = "\n".join([f"v{SIFT_CACHE_VERSION}", f"opencv {cv2.__version__}", mode, *map(str, paths)])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return config.cache_dir() / "sift" / f"rootsift-{mode}-{len(paths)}-{digest}.npz"
 
 
