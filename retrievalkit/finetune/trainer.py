@@ -171,7 +171,8 @@ class FinetuneConfig:
     Tuple losses (contrastive, double_margin, triplet, joint, regression) see ``queries`` tuples per
     epoch of (query, positive, ``negatives`` hardest negatives from a random pool of ``pool`` rows);
     class losses (ce, ap) see ``class_batches`` m-per-class batches of ``batch_size``. ``select``:
-    ``"val"`` keeps the best validation epoch and stops after ``patience`` epochs without gain,
+    ``"val"`` keeps the best validation epoch (an epoch must beat it strictly: on an exact tie the
+    earlier one stays) and stops after ``patience`` epochs without gain,
     ``"last"`` keeps the last epoch (no labels needed for selection).
     """
 
