@@ -279,13 +279,10 @@ def finetune(r: dict) -> list[dict]:
     base = _aps(r, "finetune", "finetune", method="off-the-shelf", stage="before")
     ap = lambda m: _aps(r, "finetune", "finetune", method=m, stage="after")  # noqa: E731
     tests = {m: paired_bootstrap(ap(m), base) for m in after.index}
-    better = [m for m, p in tests.items() if p.sign == ">"]
-    worse = [m for m, p in tests.items() if p.sign == "<"]
+    listed = lambda sign: ", ".join(f"{m} {p}" for m, p in tests.items() if p.sign == sign) or "none"  # noqa: E731
     rows = [_row("Table 2.3, §2.4", "fine-tuning for retrieval beats off-the-shelf features (Oxford5k 66.9 → 81.5)",
-                 f"off-the-shelf {before:.4f}; better (interval above 0): {', '.join(better) or 'none'}; "
-                 f"worse: {', '.join(worse) or 'none'}; within noise: "
-                 f"{', '.join(m for m in tests if m not in better + worse) or 'none'} ({len(tests)} methods)",
-                 _tally([p.sign for p in tests.values()]))]
+                 f"off-the-shelf {before:.4f}; after minus before, per method — better: {listed('>')}; "
+                 f"worse: {listed('<')}; within noise: {listed('≈')}", _tally([p.sign for p in tests.values()]))]
     supervised = after[after["supervision"] == "supervised"]
     history = r.get("finetune_history")
     if "manifold" in after.index and len(supervised) and history is not None:
