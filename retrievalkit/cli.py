@@ -13,6 +13,8 @@ import pickle
 import sys
 from pathlib import Path
 
+from . import config
+
 # `evaluate` and `search` default to the best configuration of the committed default run
 # (results/aggregation.csv, COIL-100 test split, 200 queries): EfficientNet-Lite1, GeM on its last
 # conv map, no whitening, mAP 0.8565 (Lite1 + MAC ties at 0.8565; Lite0 + GeM: 0.8503).
@@ -48,7 +50,7 @@ def _cmd_datasets(args) -> int:
         return 2
     for name in names:
         if args.action == "fetch":
-            root = download.fetch(name, args.data_home, progress=not args.quiet)
+            root = download.fetch(name, args.data_home, progress=_progress(args))
             print(f"{name}: ready at {root}")
         else:
             print(json.dumps(download.verify(name, args.data_home), indent=2, default=str))
@@ -88,7 +90,8 @@ def _has_learning_split(args) -> bool:
 
 
 def _progress(args) -> bool:
-    return not (args.quiet or os.environ.get("TQDM_DISABLE", "").strip().lower() in {"1", "true", "yes"})
+    # tqdm reads TQDM_DISABLE only when ``disable`` is left out, and the package always passes it.
+    return not (args.quiet or config.truthy(os.environ.get("TQDM_DISABLE")))
 
 
 # --------------------------------------------------------------------------- deep descriptors
@@ -273,7 +276,7 @@ def _cmd_reproduce(args) -> int:
             figures_dir=args.figures,
             results_dir=args.results,
             small=True if args.small else None,
-            progress=not args.quiet,
+            progress=_progress(args),
             data_home=args.data_home,
         )
     except StepsFailed as err:

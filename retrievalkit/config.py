@@ -49,13 +49,14 @@ def mirror() -> str | None:
     return value or None
 
 
-def _truthy(value: str | None) -> bool:
+def truthy(value: str | None) -> bool:
+    """An environment flag such as RETRIEVALKIT_SMALL or TQDM_DISABLE: 1, true, yes or on."""
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def is_small() -> bool:
     """SMALL mode (``RETRIEVALKIT_SMALL=1``): notebooks and experiments use subsets so they finish in seconds."""
-    return _truthy(os.environ.get(ENV_SMALL))
+    return truthy(os.environ.get(ENV_SMALL))
 
 
 def __getattr__(name: str):

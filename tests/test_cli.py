@@ -190,3 +190,18 @@ def test_reproduce_from_cache_needs_a_results_folder(tmp_path, capsys):
                      "--figures", str(tmp_path / "f")]) == 1
     assert "holds no results" in capsys.readouterr().err
     assert not (tmp_path / "f" / "REPORT.md").exists()
+
+
+@pytest.mark.parametrize("argv", [["reproduce", "--steps", "baseline"], ["datasets", "fetch", "coil100"]])
+def test_tqdm_disable_silences_every_command(monkeypatch, argv):
+    from retrievalkit.experiments import reproduce
+
+    seen = {}
+    monkeypatch.setattr(reproduce, "reproduce", lambda *a, **kw: seen.update(kw) or {})
+    monkeypatch.setattr(download, "fetch", lambda *a, **kw: seen.update(kw) or "here")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert cli.main(argv) == 0
+    assert seen["progress"] is False
+    monkeypatch.delenv("TQDM_DISABLE")
+    assert cli.main(argv) == 0
+    assert seen["progress"] is True

@@ -101,7 +101,7 @@ class CutShortError(ConnectionError):
 
 def _show_progress(progress) -> bool:
     # tqdm reads TQDM_DISABLE only for arguments left out; ours always passes ``disable``.
-    return bool(progress) and not config._truthy(os.environ.get("TQDM_DISABLE"))
+    return bool(progress) and not config.truthy(os.environ.get("TQDM_DISABLE"))
 
 
 # --------------------------------------------------------------------------- locks
