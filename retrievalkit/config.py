@@ -1,4 +1,4 @@
-"""Run-time settings read from the environment: data home, cache, mirror, SMALL mode, device, seeding.
+"""Run-time settings read from the environment: data home, cache, mirror, SMALL mode, device, deterministic kernels.
 
 Every setting is read when asked for (not at import time), so tests and notebooks can change
 the environment and see the change. Taught in notebooks/00_setup_and_data.
@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 from pathlib import Path
-
-import numpy as np
 
 ENV_DATA = "RETRIEVALKIT_DATA"
 ENV_MIRROR = "RETRIEVALKIT_MIRROR"
 ENV_SMALL = "RETRIEVALKIT_SMALL"
 ENV_CACHE = "RETRIEVALKIT_CACHE"
-DEFAULT_SEED = 0
 
 
 def data_home(data_home: str | os.PathLike | None = None) -> Path:
@@ -73,18 +69,6 @@ def device(device: str | None = "auto"):
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def seed_everything(seed: int = DEFAULT_SEED) -> int:
-    """Seed Python, NumPy and (when imported) torch; returns the seed for logging."""
-    random.seed(seed)
-    np.random.seed(seed)
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency, but seeding must not need it
-        return seed
-    torch.manual_seed(seed)
-    return seed
 
 
 @contextlib.contextmanager

@@ -72,22 +72,6 @@ def code_diagnostics(df, bits: int | None = None, title: str | None = None):
     return fig
 
 
-def bit_balance_profile(bit_df, title: str | None = None):
-    """Per-bit fraction of ones, sorted, one line per method: a flat line at 0.5 is a balanced code."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for method, g in bit_df.groupby("method", sort=False):
-        ax.plot(np.sort(g["fraction_of_ones"].to_numpy()), marker=MARKERS.get(method, "."), ms=3, label=method)
-    ax.axhline(0.5, color="k", lw=1, ls="--")
-    ax.set_xlabel("bit (sorted by fraction of ones)")
-    ax.set_ylabel("fraction of +1")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    ax.set_title(title or "Bit balance, bit by bit")
-    fig.tight_layout()
-    return fig
-
-
 def pr_curves(curves, title: str | None = None):
     """Interpolated precision–recall, one panel per dataset, one line per method."""
     plt = _plt()
@@ -161,4 +145,4 @@ def scale_curves(df, title: str | None = None):
     return fig
 
 
-__all__ = ["map_vs_bits", "code_diagnostics", "bit_balance_profile", "pr_curves", "pareto", "scale_curves"]
+__all__ = ["map_vs_bits", "code_diagnostics", "pr_curves", "pareto", "scale_curves"]

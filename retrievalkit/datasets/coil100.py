@@ -18,7 +18,6 @@ and there are no boxes. Taught in notebooks/00_setup_and_data.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,6 @@ QUERY_POSES = (0, 90, 180, 270)
 EASY_MAX_DEG = 30
 HARD_MIN_DEG = 60
 IMAGE_FOLDER = "coil-100"
-_NAME = re.compile(r"obj(\d+)__(\d+)\.png$")
 
 
 def image_name(obj: int, pose: int) -> str:
@@ -133,11 +131,3 @@ def _ground_truth(q: int, labels: np.ndarray, poses: np.ndarray) -> QueryGroundT
         easy=same[dist <= EASY_MAX_DEG],
         hard=same[dist >= HARD_MIN_DEG],
     )
-
-
-def parse_name(name: str) -> tuple[int, int]:
-    """``obj12__35.png`` → ``(12, 35)``."""
-    m = _NAME.search(str(name))
-    if not m:
-        raise ValueError(f"not a COIL-100 file name: {name}")
-    return int(m.group(1)), int(m.group(2))

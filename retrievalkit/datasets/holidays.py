@@ -26,16 +26,6 @@ IMAGE_LIST = "holidays_images.dat"
 GROUP_SIZE = 100
 
 
-def group_of(image_id: int) -> int:
-    """Group of image ``<id>.jpg`` (``100302`` → ``1003``)."""
-    return image_id // GROUP_SIZE
-
-
-def is_query(image_id: int) -> bool:
-    """The first image of each group (``id % 100 == 0``) is its query."""
-    return image_id % GROUP_SIZE == 0
-
-
 def load(
     root=None, data_home=None, *, download: bool = True, progress=None, check_images: bool = False
 ) -> RetrievalDataset:

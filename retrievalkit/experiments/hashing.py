@@ -250,19 +250,6 @@ def _curve_rows(base: dict, method: str, n_bits: int, ids, gnd) -> list[dict]:
     return [{**base, "method": method, "bits": n_bits, "recall": r, "precision": p} for r, p in zip(recall, precision)]
 
 
-def bit_statistics(data: HashData, methods=METHODS, n_bits: int = PR_BITS, *, small: bool = False,
-                   seed: int = 0) -> pd.DataFrame:
-    """Per-bit fraction of ones and entropy of the database codes, one row per method × bit."""
-    rows = []
-    for method in methods:
-        encoder = fit_encoder(make_encoder(method, n_bits, small=small, seed=seed), data)
-        codes = encoder.transform(data.x_db)
-        for j, (p, h) in enumerate(zip(hashing.fraction_of_ones(codes), hashing.bit_entropy(codes))):
-            rows.append({"dataset": data.name, "method": method, "bits": n_bits, "bit": j, "fraction_of_ones": p,
-                         "entropy": h})
-    return pd.DataFrame(rows)
-
-
 # --------------------------------------------------------------------------- experiment 2: Table 2.1 analogue
 def accuracy_time_memory(data: HashData, kinds=TABLE_KINDS, hamming=TABLE_HAMMING, *, small: bool = False,
                          k: int = TIME_K, repeats: int = 3, single_queries: int = 50, seed: int = 0) -> pd.DataFrame:
@@ -422,6 +409,6 @@ def _map_top(ids, gnd, n_db: int) -> float:
 
 __all__ = [
     "HashData", "coil_data", "fashion_data", "score_ranking", "make_encoder", "fit_encoder", "code_length",
-    "bit_statistics", "accuracy_time_memory", "distractors", "scale", "BITS", "SMALL_BITS", "METHODS",
+    "accuracy_time_memory", "distractors", "scale", "BITS", "SMALL_BITS", "METHODS",
     "DEEP_VARIANTS", "TABLE_KINDS", "TABLE_HAMMING", "SCALE_SIZES", "SMALL_SCALE_SIZES",
 ]

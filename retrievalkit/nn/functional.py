@@ -60,17 +60,9 @@ def mac(x: torch.Tensor) -> torch.Tensor:
     return x.amax(dim=_SPATIAL)
 
 
-def sum_pool(x: torch.Tensor) -> torch.Tensor:
-    """Plain spatial sum per channel (SPoC's un-normalised form; equal to it after L2 normalisation)."""
-    return x.sum(dim=_SPATIAL)
-
-
 def avg_pool(x: torch.Tensor) -> torch.Tensor:
     """Spatial mean per channel, i.e. :func:`spoc` without the centre prior and :func:`gem` with p = 1."""
     return x.mean(dim=_SPATIAL)
-
-
-max_pool = mac
 
 
 def gaussian_center_prior(h: int, w: int, sigma: float = SPOC_SIGMA, *, device=None, dtype=None) -> torch.Tensor:
@@ -287,7 +279,7 @@ def cam_weighted(
 
 
 __all__ = [
-    "l2n", "powerlaw", "mac", "max_pool", "sum_pool", "avg_pool", "gaussian_center_prior", "spoc", "gem",
+    "l2n", "powerlaw", "mac", "avg_pool", "gaussian_center_prior", "spoc", "gem",
     "rmac_regions", "rmac", "crow_spatial_weights", "crow_channel_weights", "crow",
     "class_activation_maps", "cam_weighted",
 ]
