@@ -9,7 +9,7 @@ the learning split:
    edges, symmetrised; ``S = D^{-1/2} A D^{-1/2}``.
 2. :func:`diffuse` — a random walk with restart (personalised PageRank): iterate
    ``f ← α S f + (1 − α) y`` from ``y`` = the anchor's indicator; ``f`` converges to the manifold
-   similarity of every node to the anchor. (Kept small and self-contained on purpose.)
+   similarity of every node to the anchor (:func:`retrievalkit.rerank.diffusion.iterate` runs the steps).
 3. :func:`manifold_mining` — per anchor, rank the pool twice: by Euclidean (inner-product)
    similarity and by the diffused manifold similarity. Positives: among the ``k_pos`` manifold
    nearest neighbours, those that are NOT among the ``k_pos`` Euclidean nearest (close on the

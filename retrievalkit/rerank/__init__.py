@@ -11,8 +11,9 @@ notebooks/11_diffusion_and_reranking.
     fast = rerank.OfflineDiffusion(k=50).fit(xb)          # inverse precomputed; ms per query
 
 Modules: :mod:`.qe` (AQE, αQE, DBA), :mod:`.graph` (kNN, affinities, normalisation),
-:mod:`.diffusion` (iterative walk, CG closed form, offline block-inverse/spectral variant, joint mode). NumPy
-and SciPy only; torch is touched through :func:`retrievalkit.index.exact_search` at call time.
+:mod:`.diffusion` (iterative walk, CG closed form, offline block-inverse/spectral variant, joint mode).
+Arrays are NumPy, graphs SciPy sparse; the inner products of kNN search and diffusion run in torch,
+imported at call time (``graph._top``, ``diffusion._similarities``, :func:`retrievalkit.index.exact_search`).
 """
 from __future__ import annotations
 
