@@ -222,9 +222,12 @@ def test_figure_claims_carry_no_values_and_match_the_text(md):
     assert "Figure 2.12(b)" in md[claims["2.12b"]["text_line"] - 1]
 
 
-def test_figure_claims_is_a_copy():
-    survey.figure_claims()["2.13a"]["setup"]["default_dims"]["AlexNet"] = 0
+def test_figure_claims_equals_the_table_and_is_a_deep_copy():
+    claims = survey.figure_claims()
+    assert claims == survey.FIGURE_CLAIMS and claims is not survey.FIGURE_CLAIMS
+    claims["2.13a"]["setup"]["default_dims"]["AlexNet"] = 0  # a nested edit must not reach the module's table
     assert survey.FIGURE_CLAIMS["2.13a"]["setup"]["default_dims"]["AlexNet"] == 256
+    assert survey.figure_claims() == survey.FIGURE_CLAIMS
 
 
 def test_citation():

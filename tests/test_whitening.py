@@ -221,9 +221,3 @@ def test_whiten_helper_and_reprs():
         W.whiten("l2", X_learn, X_test, dim=3)
     assert repr(W.PCAWhitening(dim=128)) == "PCAWhitening(dim=128, shrinkage=0.0, eps=0.0, normalize=True)"
     assert repr(W.LearnedWhitening(dim=64)) == "LearnedWhitening(dim=64, shrinkage=0.0, normalize=True)"
-
-
-@pytest.mark.parametrize("cls", ESTIMATORS)
-def test_docstrings_state_the_learning_split_protocol(cls):
-    assert "LEARNING split only" in cls.__doc__ and "§2.3.2" in cls.__doc__
-    assert "notebooks/04_whitening_and_dimension" in cls.__doc__
