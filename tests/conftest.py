@@ -1,15 +1,33 @@
-"""Shared fixtures: the read-only ../shared folder, a COIL-100 data home extracted once per session."""
+"""Shared fixtures and helpers: the read-only ../shared folder, a COIL-100 data home extracted once per
+session, tiny JPEG files for the loader tests."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RETRIEVALKIT_SHARED", REPO.parent / "shared"))
 MIRROR = SHARED / "mirror"
 SAMPLES = SHARED / "samples"
+
+
+def jpeg_bytes(size=(8, 8), seed=0) -> bytes:
+    """A random-noise RGB JPEG of ``size`` = (width, height) pixels, as file bytes."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def truncated_jpeg_bytes(seed=0) -> bytes:
+    """The first half of a 64×64 JPEG: a file that opens as JPEG but cannot be decoded."""
+    data = jpeg_bytes((64, 64), seed)
+    return data[: len(data) // 2]
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,8 @@ import pytest
 from retrievalkit.datasets import DatasetNotFoundError, LOADERS, download, manifest
 from retrievalkit.datasets.download import ChecksumError, DownloadError, UnsafeArchiveError
 
-SHARED = Path(os.environ.get("RETRIEVALKIT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-MIRROR = SHARED / "mirror"
+from conftest import MIRROR
+
 PAYLOAD = random.Random(0).randbytes(300_000)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 

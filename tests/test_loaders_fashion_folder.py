@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +13,9 @@ from retrievalkit.datasets import DatasetNotFoundError, QueryGroundTruth, fashio
 from retrievalkit.datasets.base import drop_database_rows
 from retrievalkit.datasets.images import find_unreadable, read_image
 
-def jpeg_bytes(size=(16, 12), seed=0) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
+from conftest import jpeg_bytes, truncated_jpeg_bytes
+
+SIZE = (16, 12)  # width, height of the folder test's JPEGs
 
 
 def test_registry_points_at_existing_functions():
@@ -124,24 +121,19 @@ def test_read_idx_checks_the_header(tmp_path):
 
 # --- any folder -----------------------------------------------------------------------------
 
-def truncated_jpeg_bytes() -> bytes:
-    data = jpeg_bytes((64, 64), seed=3)
-    return data[: len(data) // 2]
-
-
 @pytest.fixture
 def mixed_folder(tmp_path) -> Path:
     root = tmp_path / "photos"
     for group in ("cats", "dogs", "single"):
         (root / group).mkdir(parents=True)
-    (root / "cats" / "a.jpg").write_bytes(jpeg_bytes(seed=1))
+    (root / "cats" / "a.jpg").write_bytes(jpeg_bytes(SIZE, seed=1))
     Image.new("RGBA", (10, 8), (255, 0, 0, 0)).save(root / "cats" / "b.png")
     Image.new("L", (10, 8), 128).save(root / "cats" / "c.jpg")
     Image.new("CMYK", (10, 8), (0, 255, 255, 0)).save(root / "dogs" / "d.jpg")
-    (root / "dogs" / "e.jpg").write_bytes(truncated_jpeg_bytes())
-    (root / "dogs" / "f.jpg").write_bytes(jpeg_bytes(seed=2))
-    (root / "single" / "g.jpg").write_bytes(jpeg_bytes(seed=4))
-    (root / "loose.jpg").write_bytes(jpeg_bytes(seed=5))
+    (root / "dogs" / "e.jpg").write_bytes(truncated_jpeg_bytes(seed=3))
+    (root / "dogs" / "f.jpg").write_bytes(jpeg_bytes(SIZE, seed=2))
+    (root / "single" / "g.jpg").write_bytes(jpeg_bytes(SIZE, seed=4))
+    (root / "loose.jpg").write_bytes(jpeg_bytes(SIZE, seed=5))
     (root / "notes.txt").write_text("not an image")
     return root
 

@@ -1,8 +1,6 @@
 """Holidays (real image list, tiny images, EXIF, real samples) and UKBench (real samples) loaders."""
 from __future__ import annotations
 
-import io
-import os
 import shutil
 from pathlib import Path
 
@@ -14,17 +12,10 @@ from retrievalkit.datasets import DatasetNotFoundError, load
 from retrievalkit.datasets import holidays, ukbench
 from retrievalkit.datasets.images import read_image
 
-SHARED = Path(os.environ.get("RETRIEVALKIT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-IMAGE_LIST = SHARED / "mirror" / "holidays_images.dat"
-SAMPLES = SHARED / "samples"
+from conftest import MIRROR, SAMPLES, jpeg_bytes
+
+IMAGE_LIST = MIRROR / "holidays_images.dat"
 ORIENTATION = 0x0112
-
-
-def jpeg_bytes(size=(8, 8), seed=0) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
 
 
 # --- Holidays -------------------------------------------------------------------------------

@@ -1,34 +1,19 @@
 """Oxford5k (real gt_files_170407.tgz, tiny images) and Paris6k (fake gt, a corrupt image) loaders."""
 from __future__ import annotations
 
-import io
-import os
 import re
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from retrievalkit.datasets import DatasetNotFoundError, load
 from retrievalkit.datasets.oxford import load_oxford5k, load_paris6k
 
-SHARED = Path(os.environ.get("RETRIEVALKIT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-GT_ARCHIVE = SHARED / "mirror" / "gt_files_170407.tgz"
+from conftest import MIRROR, jpeg_bytes, truncated_jpeg_bytes
+
+GT_ARCHIVE = MIRROR / "gt_files_170407.tgz"
 DISTRACTORS = ("oxford_900000", "oxford_900001")
-
-
-def jpeg_bytes(size=(8, 8), seed=0) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
-
-
-def truncated_jpeg_bytes() -> bytes:
-    data = jpeg_bytes((64, 64), seed=1)
-    return data[: len(data) // 2]
 
 
 def read_names(path: Path) -> list[str]:
@@ -131,7 +116,7 @@ def paris_root(tmp_path) -> Path:
     (root / "jpg").mkdir()
     for i, name in enumerate(PARIS_GOOD_IMAGES):
         (root / "jpg" / f"{name}.jpg").write_bytes(jpeg_bytes(seed=i))
-    (root / "jpg" / f"{PARIS_CORRUPT[0]}.jpg").write_bytes(truncated_jpeg_bytes())
+    (root / "jpg" / f"{PARIS_CORRUPT[0]}.jpg").write_bytes(truncated_jpeg_bytes(seed=1))
     (root / "jpg" / f"{PARIS_CORRUPT[1]}.jpg").write_bytes(b"")
     return root
 

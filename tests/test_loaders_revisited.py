@@ -1,29 +1,19 @@
 """ROxford5k / RParis6k loaders on the real revisitop pickles, with tiny images under the official names."""
 from __future__ import annotations
 
-import io
-import os
 import pickle
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from retrievalkit.datasets import DatasetNotFoundError, load
 from retrievalkit.datasets.revisited import load_roxford5k, load_rparis6k
 
-SHARED = Path(os.environ.get("RETRIEVALKIT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-MIRROR = SHARED / "mirror"
+from conftest import MIRROR, jpeg_bytes, truncated_jpeg_bytes
+
 EXPECTED = {"roxford5k": (4993, 70), "rparis6k": (6322, 70)}
-
-
-def jpeg_bytes(size=(8, 8), seed=0) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
 
 
 def official_gnd(name: str) -> dict:
@@ -119,9 +109,8 @@ def damaged_roxford(tmp_path_factory):
     corrupt_db = cfg["imlist"][g0["junk"][0]]
     corrupt_query = cfg["qimlist"][1]
     (root / "jpg" / f"{removed_db}.jpg").unlink()
-    truncated = jpeg_bytes((64, 64))
     for image in (corrupt_db, corrupt_query):
-        (root / "jpg" / f"{image}.jpg").write_bytes(truncated[: len(truncated) // 2])
+        (root / "jpg" / f"{image}.jpg").write_bytes(truncated_jpeg_bytes())
     return root, cfg, {removed_db, corrupt_db}, corrupt_query
 
 

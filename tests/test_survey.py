@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import math
-import os
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from retrievalkit import survey
 
-SHARED = Path(os.environ.get("RETRIEVALKIT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+from conftest import SHARED
+
 MD = SHARED / "survey" / "deep-image-retrieval-survey.md"
 DEC = re.compile(r"\d+\.\d+")
 NUM = re.compile(r"\d+(?:\.\d+)?")
