@@ -16,21 +16,8 @@ import logging
 import os
 import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_MIRROR = REPO.parent / "shared" / "mirror"
-
-
-def _coil_paths(n: int) -> list[str]:
-    if "RETRIEVALKIT_MIRROR" not in os.environ and SHARED_MIRROR.is_dir():
-        os.environ["RETRIEVALKIT_MIRROR"] = str(SHARED_MIRROR)
-    import retrievalkit as rk
-
-    dataset = rk.datasets.load("coil100", split="all", progress=False)
-    if n > dataset.n_db:
-        raise SystemExit(f"COIL-100 has {dataset.n_db} images, asked for {n}")
-    return [str(p) for p in dataset.db_paths[:n]]
+from extract_throughput import coil_paths  # the same COIL-100 images as the bare-forward benchmark
 
 
 def _options(args) -> dict:
@@ -74,7 +61,7 @@ def main(argv=None) -> None:
     from retrievalkit.backbones import load_backbone
 
     logging.getLogger("distributed").setLevel(logging.WARNING)  # the clusters' start/stop chatter
-    paths = _coil_paths(args.n)
+    paths = coil_paths(args.n)
     torch.set_num_threads(args.threads)
     backbone = load_backbone(args.backbone, device="cpu")
     print(f"{args.backbone}, {args.n} COIL-100 images at {args.size} px, batch {args.batch_size}, shards of "

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_MIRROR = REPO.parent / "shared" / "mirror"
 
 
-def _coil_paths(n: int) -> list[str]:
+def coil_paths(n: int) -> list[str]:
     if "RETRIEVALKIT_MIRROR" not in os.environ and SHARED_MIRROR.is_dir():
         os.environ["RETRIEVALKIT_MIRROR"] = str(SHARED_MIRROR)
     import retrievalkit as rk
@@ -78,7 +78,7 @@ def _bare(batches, backbone) -> float:
 
 
 def _rss_child(args) -> None:
-    paths = _coil_paths(args.rss_child)
+    paths = coil_paths(args.rss_child)
     backbone = _backbone(args)
     seconds = _pipeline(paths, backbone, args)
     to_mb = 1 / 1024  # ru_maxrss is in KiB on Linux
@@ -115,7 +115,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    paths = _coil_paths(args.n)
+    paths = coil_paths(args.n)
     backbone = _backbone(args)
     print(f"{args.backbone} on {backbone.device}, {args.n} COIL-100 images at {args.size} px, batch {args.batch_size}, "
           f"{args.workers} workers, torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
