@@ -66,3 +66,15 @@ def fashion_root(tmp_path_factory, shared_mirror) -> Path:
     if not (shared_mirror / "train-images-idx3-ubyte.gz").is_file():
         pytest.fail(f"the test mirror lacks Fashion-MNIST: expected {shared_mirror}/train-images-idx3-ubyte.gz")
     return _fetch_from_mirror("fashion_mnist", tmp_path_factory.mktemp("fashion_home"), shared_mirror)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small forwards on one torch thread: 64-px inputs gain nothing from two, and on a busy machine two
+    OpenMP threads spin at every barrier waiting for each other (measured: 5 s alone, 200 s under load)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,7 +9,6 @@ import sys
 import cloudpickle
 import numpy as np
 import pytest
-import torch
 from numpy.testing import assert_allclose
 from PIL import Image
 
@@ -26,12 +25,7 @@ N_GROUPS, PER_GROUP = 6, 4
 _REAL_TASK = rkd._extract_shard
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

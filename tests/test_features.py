@@ -45,14 +45,7 @@ def cache_home(tmp_path, monkeypatch):
     return tmp_path / "cache" / store.SUBDIR
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # 64-px forwards are too small to gain from two threads, and on a busy machine two OpenMP
-    # threads spin at every barrier waiting for each other (measured: 5 s alone, 200 s under load).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
