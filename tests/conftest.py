@@ -78,3 +78,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def sideways_jpeg(path: Path) -> Path:
+    """Stored 40×20: top half red, bottom half blue; EXIF orientation 6 (display turned 90° clockwise)."""
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:10] = (255, 0, 0)
+    stored[10:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(path, exif=exif.tobytes(), quality=100, subsampling=0)
+    return path

@@ -90,15 +90,11 @@ def test_a_failing_step_keeps_the_others_and_says_so(coil_home, tmp_path, monkey
 def test_cropped_queries_in_the_database_are_described_from_their_crop(tmp_path):
     # Oxford5k/Paris6k: each query is a database image cropped to its box, the box in the
     # stored frame (the image carries an EXIF rotation that must not apply first).
+    from conftest import sideways_jpeg
+
     from retrievalkit.datasets.base import QueryGroundTruth, RetrievalDataset
 
-    stored = np.zeros((20, 40, 3), np.uint8)
-    stored[:10] = (255, 0, 0)
-    stored[10:] = (0, 0, 255)
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    photo, other = tmp_path / "photo.jpg", tmp_path / "other.png"
-    Image.fromarray(stored).save(photo, exif=exif.tobytes(), quality=100, subsampling=0)
+    photo, other = sideways_jpeg(tmp_path / "photo.jpg"), tmp_path / "other.png"
     Image.new("RGB", (8, 8), "green").save(other)
     ds = RetrievalDataset(
         name="oxford-like", root=tmp_path, db_paths=[photo, other], query_paths=[photo],

@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import sideways_jpeg
+
 from retrievalkit.datasets.images import UnreadableImageError, find_unreadable, read_image
 
 
@@ -85,18 +87,8 @@ def test_16bit_rgb_is_scaled_linearly(tmp_path):
     np.testing.assert_array_equal(out[0, :, 1], np.arange(256)[::-1])
 
 
-def _sideways_jpeg(path):
-    """Stored 40×20: top half red, bottom half blue; EXIF orientation 6 (display turned 90° clockwise)."""
-    stored = np.zeros((20, 40, 3), np.uint8)
-    stored[:10] = (255, 0, 0)
-    stored[10:] = (0, 0, 255)
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    return _save(Image.fromarray(stored), path, exif=exif.tobytes(), quality=100, subsampling=0)
-
-
 def test_stored_frame_crop_ignores_exif_orientation(tmp_path):
-    path = _sideways_jpeg(tmp_path / "side.jpg")
+    path = sideways_jpeg(tmp_path / "side.jpg")
     assert read_image(path, exif_transpose=False).size == (40, 20)
     crop = np.asarray(read_image(path, bbox=(0, 0, 40, 8), exif_transpose=False)).reshape(-1, 3)
     assert crop.shape[0] == 320 and (crop[:, 0] > 200).all() and (crop[:, 2] < 60).all()  # all red
@@ -108,7 +100,7 @@ def test_a_datasets_exif_rule_reaches_the_extractor_and_its_cache_key(tmp_path):
     from retrievalkit.datasets.base import QueryGroundTruth, RetrievalDataset
     from retrievalkit.features import as_source
 
-    path = _sideways_jpeg(tmp_path / "side.jpg")
+    path = sideways_jpeg(tmp_path / "side.jpg")
 
     def dataset(exif_transpose):
         return RetrievalDataset(name="d", root=tmp_path, db_paths=[path], query_paths=[path],
