@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +93,73 @@ def sideways_jpeg(path: Path) -> Path:
     exif[0x0112] = 6
     Image.fromarray(stored).save(path, exif=exif.tobytes(), quality=100, subsampling=0)
     return path
+
+
+# --------------------------------------------------------------------------- a local HTTP server
+class Served:
+    """What the test server serves, how it misbehaves, and what it was asked."""
+
+    def __init__(self):
+        self.routes: dict[str, bytes] = {}
+        self.send_length = True
+        self.honour_range = True
+        self.cut_after: int | None = None  # bytes sent before closing, on every answer from offset 0
+        self.cut_once: dict[str, int] = {}  # path -> bytes sent before closing, on its next answer only
+        self.chunk_delay_s = 0.0  # slows a transfer down: 32 KB per step
+        self.requests: list[tuple[str, str | None]] = []
+        self.url = ""
+
+
+def _handler(state: Served):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            state.requests.append((self.path, self.headers.get("Range")))
+            body = state.routes.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            asked = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+            start = int(asked.group(1)) if asked and state.honour_range else 0
+            if start >= len(body) and asked and state.honour_range:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.end_headers()
+                return
+            self.send_response(206 if start else 200)
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            if state.send_length:
+                self.send_header("Content-Length", str(len(body) - start))
+            self.end_headers()
+            payload = body[start:]
+            if state.cut_after is not None and start == 0:
+                payload = payload[:state.cut_after]
+            once = state.cut_once.pop(self.path, None)
+            if once is not None:
+                payload = payload[:once]
+            try:
+                for i in range(0, len(payload), 32_768):
+                    self.wfile.write(payload[i:i + 32_768])
+                    time.sleep(state.chunk_delay_s)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    return Handler
+
+
+@pytest.fixture
+def server():
+    state = Served()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield state
+    httpd.shutdown()
+    httpd.server_close()

@@ -13,9 +13,7 @@ import random
 import re
 import shutil
 import tarfile
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -49,64 +47,6 @@ def _isolated_environment(monkeypatch, tmp_path):
     monkeypatch.setattr(download, "RETRY_DELAY_S", 0.0)
 
 
-# --------------------------------------------------------------------------- a local HTTP server
-class ServerState:
-    """What the test server serves and what it was asked."""
-
-    def __init__(self):
-        self.routes: dict[str, bytes] = {}
-        self.cut_after: dict[str, int] = {}  # path -> bytes sent before dropping the connection (once)
-        self.ignore_range = False
-        self.requests: list[tuple[str, str | None]] = []
-        self.url = ""
-
-
-def _handler_for(state: ServerState):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.0"  # the connection closes after each response
-
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            state.requests.append((self.path, self.headers.get("Range")))
-            body = state.routes.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            start = 0
-            asked = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-            if asked and not state.ignore_range:
-                start = int(asked.group(1))
-                if start >= len(body):
-                    self.send_response(416)
-                    self.send_header("Content-Range", f"bytes */{len(body)}")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-            else:
-                self.send_response(200)
-            self.send_header("Content-Length", str(len(body) - start))
-            self.end_headers()
-            payload = body[start:]
-            cut = state.cut_after.pop(self.path, None)
-            self.wfile.write(payload if cut is None else payload[:cut])
-
-    return Handler
-
-
-@pytest.fixture
-def server():
-    state = ServerState()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(state))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
 
 
 # --------------------------------------------------------------------------- HTTP downloads
@@ -119,7 +59,7 @@ def test_download_full_file_with_checksum(server, tmp_path):
 
 def test_dropped_connection_leaves_partial_and_next_call_resumes(server, tmp_path):
     server.routes["/f.bin"] = PAYLOAD
-    server.cut_after["/f.bin"] = 100_000
+    server.cut_once["/f.bin"] = 100_000
     dest = tmp_path / "f.bin"
     with pytest.raises(DownloadError, match="f.bin"):
         download.download_file(server.url + "/f.bin", dest, sha256=PAYLOAD_SHA, retries=0)
@@ -135,7 +75,7 @@ def test_dropped_connection_leaves_partial_and_next_call_resumes(server, tmp_pat
 
 def test_dropped_connection_is_resumed_within_one_call(server, tmp_path):
     server.routes["/f.bin"] = PAYLOAD
-    server.cut_after["/f.bin"] = 12_345
+    server.cut_once["/f.bin"] = 12_345
     dest = download.download_file(server.url + "/f.bin", tmp_path / "f.bin", sha256=PAYLOAD_SHA)
     assert [r for _, r in server.requests] == [None, "bytes=12345-"]
     assert dest.read_bytes() == PAYLOAD
@@ -161,7 +101,7 @@ def _partial_from(url: str, path: Path, content: bytes) -> None:
 
 def test_server_ignoring_range_still_gives_the_right_file(server, tmp_path):
     server.routes["/f.bin"] = PAYLOAD
-    server.ignore_range = True
+    server.honour_range = False
     _partial_from(server.url + "/f.bin", tmp_path / "f.bin.partial", PAYLOAD[:5_000])
     dest = download.download_file(server.url + "/f.bin", tmp_path / "f.bin", sha256=PAYLOAD_SHA)
     assert server.requests == [("/f.bin", "bytes=5000-")]  # it asked, got a 200, started again
