@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-TIMING = re.compile(r"(_s$|^ms_|_ms$|queries_per_s|^seconds$|images_per_s|^time)")
+TIMING = re.compile(r"(_s$|ms_per_|_ms$|^s_per_|queries_per_s|^seconds$|images_per_s|^time)")
 
 
 def compare_frames(old: pd.DataFrame, new: pd.DataFrame, atol: float) -> list[str]:
