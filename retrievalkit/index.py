@@ -1,7 +1,9 @@
 """Nearest-neighbour search over descriptor rows. Survey §2.1.2 (efficiency) and §2.5.3; taught in notebooks/00 and 08.
 
-Descriptors are rows (N×D), L2-normalised, so similarity is the inner product. Search returns
-``(scores, ids)`` best first, like faiss: ``(D, I) = index.search(xq, k)``.
+Descriptors are rows (N×D), L2-normalised, so similarity is the inner product. One convention for
+every search of the package (float here, Hamming in :mod:`retrievalkit.hashing.search`): queries
+first, ``(scores, ids)`` back, best first, like faiss's ``(D, I) = index.search(xq, k)``; equal
+scores keep the lower database id first.
 """
 from __future__ import annotations
 
@@ -15,69 +17,101 @@ DEFAULT_QUERY_CHUNK = 1024
 DEFAULT_DB_CHUNK = 65536
 
 
-def _as_tensor(x, device) -> torch.Tensor:
+def check_k(k: int, n: int, what: str = "k") -> int:
+    """``k`` as an int in ``[1, n]``, or a clear error naming the database size."""
+    if int(k) != k or k < 1:
+        raise ValueError(f"{what} must be a positive integer, got {k!r}")
+    if k > n:
+        raise ValueError(f"{what}={k} is larger than the {n} database rows available "
+                         f"(after excluding the query itself); use {what} ≤ {n}")
+    return int(k)
+
+
+def _exclusions(exclude, n_q: int) -> np.ndarray:
+    """``exclude`` as an n_q × m int array padded with -1 (a scalar/1-D input: one entry per query)."""
+    if exclude is None:
+        return np.full((n_q, 0), -1, dtype=np.int64)
+    ex = np.asarray(exclude, dtype=np.int64)
+    ex = ex.reshape(n_q, -1) if ex.ndim <= 1 else ex
+    if ex.shape[0] != n_q:
+        raise ValueError(f"exclude has {ex.shape[0]} rows for {n_q} queries")
+    return ex
+
+
+def _tensor_rows(x, name: str, device, dtype) -> torch.Tensor:
     t = torch.as_tensor(np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x)
-    return t.to(device=device, dtype=torch.float32)
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be an N×D array of descriptor rows, got shape {tuple(t.shape)}")
+    return t.to(device=device, dtype=dtype)
 
 
-def exact_search(
-    queries,
-    database,
-    k: int | None = None,
-    *,
-    query_chunk: int = DEFAULT_QUERY_CHUNK,
-    db_chunk: int = DEFAULT_DB_CHUNK,
-    device="cpu",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product search: ``(scores, ids)``, each queries × k, best first.
+def _top_k(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` of each row, best first, equal scores → lower column first (``torch.topk`` alone leaves ties unordered)."""
+    if k >= s.shape[1]:
+        order = torch.sort(s, dim=1, descending=True, stable=True).indices
+        return torch.gather(s, 1, order), order
+    vals, idx = torch.topk(s, k + 1, dim=1)
+    # A tie across the k-th place may have dropped a lower id: sort those rows in full.
+    cut = vals[:, k - 1] == vals[:, k]
+    vals, idx = vals[:, :k], idx[:, :k]
+    if cut.any():
+        order = torch.sort(s[cut], dim=1, descending=True, stable=True).indices[:, :k]
+        idx[cut], vals[cut] = order, torch.gather(s[cut], 1, order)
+    return _by_score_then_id(vals, idx)
 
-    ``k=None`` ranks the whole database. Memory stays bounded by ``query_chunk × db_chunk``
-    scores: each database chunk's top-k is merged into a running top-k, so a million-vector
-    database never needs a full queries × N matrix. Ties keep the lower database id first.
+
+def _by_score_then_id(s: torch.Tensor, i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    by_id = torch.argsort(i, dim=1, stable=True)
+    s, i = torch.gather(s, 1, by_id), torch.gather(i, 1, by_id)
+    order = torch.argsort(s, dim=1, descending=True, stable=True)
+    return torch.gather(s, 1, order), torch.gather(i, 1, order)
+
+
+def knn(queries, database, k: int | None = None, *, exclude=None, query_chunk: int = DEFAULT_QUERY_CHUNK,
+        db_chunk: int = DEFAULT_DB_CHUNK, device="cpu", dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product kNN: ``(scores, ids)``, each queries × k, best first; equal scores → lower id first.
+
+    ``k=None`` ranks the whole database; a ``k`` beyond it raises. ``exclude[i]`` (an int, or a row of ints; -1 = none) are
+    database rows never returned for query ``i`` — e.g. the query's own row when the queries are
+    database images. Memory stays bounded by ``query_chunk × db_chunk`` scores: each database
+    chunk's top-k is merged into a running top-k, so a million-vector database never needs a full
+    queries × N matrix. Inner products are computed in ``dtype`` (float32; float64 where a
+    notebook checks a closed form), and scores come back in it.
     """
-    q = _as_tensor(queries, device)
-    db = _as_tensor(database, device)
-    if q.ndim != 2 or db.ndim != 2 or q.shape[1] != db.shape[1]:
+    np_dtype = np.dtype(dtype)
+    dtype = torch.from_numpy(np.empty(0, np_dtype)).dtype
+    q = _tensor_rows(queries, "queries", device, dtype)
+    db = _tensor_rows(database, "database", device, dtype)
+    if q.shape[1] != db.shape[1]:
         raise ValueError(f"queries {tuple(q.shape)} and database {tuple(db.shape)} must be rows of the same width")
     n = db.shape[0]
-    k = n if k is None else min(int(k), n)
-    if k <= 0:
-        raise ValueError("k must be positive and the database non-empty")
-    all_scores = np.empty((q.shape[0], k), dtype=np.float32)
-    all_ids = np.empty((q.shape[0], k), dtype=np.int64)
+    ex = torch.as_tensor(_exclusions(exclude, q.shape[0]), device=device)
+    n_ex = int((ex >= 0).sum(dim=1).max()) if ex.numel() else 0
+    k = check_k(n - n_ex if k is None else k, n - n_ex)
+    all_scores, all_ids = np.empty((q.shape[0], k), dtype=np_dtype), np.empty((q.shape[0], k), dtype=np.int64)
     for qs in range(0, q.shape[0], query_chunk):
-        qc = q[qs : qs + query_chunk]
-        best_s = torch.full((qc.shape[0], 0), float("-inf"), device=device)
-        best_i = torch.zeros((qc.shape[0], 0), dtype=torch.int64, device=device)
+        qc, exc = q[qs : qs + query_chunk], ex[qs : qs + query_chunk]
+        best_s = torch.empty((qc.shape[0], 0), dtype=dtype, device=device)
+        best_i = torch.empty((qc.shape[0], 0), dtype=torch.int64, device=device)
         for ds in range(0, n, db_chunk):
             s = qc @ db[ds : ds + db_chunk].T
-            kk = min(k, s.shape[1])
-            top_s, top_i = _stable_topk(s, kk)
-            best_s, best_i = _merge(best_s, best_i, top_s, top_i + ds, k)
+            if n_ex:
+                rows, cols = torch.nonzero((exc >= ds) & (exc < ds + s.shape[1]), as_tuple=True)
+                s[rows, exc[rows, cols] - ds] = float("-inf")
+            top_s, top_i = _top_k(s, min(k, s.shape[1]))
+            best_s, best_i = _by_score_then_id(torch.cat([best_s, top_s], 1), torch.cat([best_i, top_i + ds], 1))
+            best_s, best_i = best_s[:, :k], best_i[:, :k]
         all_scores[qs : qs + qc.shape[0]] = best_s.cpu().numpy()
         all_ids[qs : qs + qc.shape[0]] = best_i.cpu().numpy()
     return all_scores, all_ids
 
 
-def _stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    # A stable descending sort makes the tie order defined (lower id first); topk does not promise that.
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
-    return torch.gather(scores, 1, order), order
-
-
-def _merge(s1, i1, s2, i2, k):
-    s = torch.cat([s1, s2], dim=1)
-    i = torch.cat([i1, i2], dim=1)
-    # Sort by id first, then stably by score, so ties across chunks also keep the lower id first.
-    by_id = torch.argsort(i, dim=1, stable=True)
-    s, i = torch.gather(s, 1, by_id), torch.gather(i, 1, by_id)
-    top_s, order = _stable_topk(s, min(k, s.shape[1]))
-    return top_s, torch.gather(i, 1, order)
+exact_search = knn  # the name notebooks 00, 04 and 08 use
 
 
 def rank(queries, database, k: int | None = None, **kwargs) -> np.ndarray:
-    """Only the ranked ids of :func:`exact_search` (what the metrics consume)."""
-    return exact_search(queries, database, k, **kwargs)[1]
+    """Only the ranked ids of :func:`knn` (what the metrics consume)."""
+    return knn(queries, database, k, **kwargs)[1]
 
 
 # =========================================================================== faiss indexes

@@ -9,7 +9,7 @@ the learning split:
    edges, symmetrised; ``S = D^{-1/2} A D^{-1/2}``.
 2. :func:`diffuse` — a random walk with restart (personalised PageRank): iterate
    ``f ← α S f + (1 − α) y`` from ``y`` = the anchor's indicator; ``f`` converges to the manifold
-   similarity of every node to the anchor (:func:`retrievalkit.rerank.diffusion.iterate` runs the steps).
+   similarity of every node to the anchor (:func:`retrievalkit.rerank.diffusion.iterate`).
 3. :func:`manifold_mining` — per anchor, rank the pool twice: by Euclidean (inner-product)
    similarity and by the diffused manifold similarity. Positives: among the ``k_pos`` manifold
    nearest neighbours, those that are NOT among the ``k_pos`` Euclidean nearest (close on the
@@ -30,30 +30,16 @@ __all__ = ["knn_affinity", "diffuse", "manifold_mining", "ManifoldMining", "mani
 
 
 def knn_affinity(x: np.ndarray, k: int = 10, gamma: float = 3.0):
-    """Symmetrically normalised kNN affinity ``S = D^{-1/2} A D^{-1/2}`` (scipy CSR, N×N).
+    """Symmetrically normalised kNN affinity ``S = D^{-1/2} A D^{-1/2}`` (scipy CSR, N×N, float64).
 
     ``A_ij = max(0, x_i·x_j)^γ`` when ``j`` is among the ``k`` nearest neighbours of ``i`` or vice
-    versa (self excluded), else 0. Sparse, so diffusion costs O(N·k) per step. Survey §2.4.2.1,
-    Figure 2.11; taught in notebooks/10_unsupervised_finetuning. (Not :func:`retrievalkit.rerank.knn_graph`,
-    which works in float32 for speed: here float64 lets notebook 10 check the walk against its closed
-    form to 1e-12.)
+    versa (self excluded), else 0: :func:`retrievalkit.rerank.knn_graph` with ``mutual=False``, in
+    float64 so that notebooks/10_unsupervised_finetuning can check the walk against its closed form
+    to 1e-12. Sparse, so diffusion costs O(N·k) per step. Survey §2.4.2.1, Figure 2.11.
     """
-    from scipy import sparse
+    from ..rerank.graph import knn_graph, normalize
 
-    x = np.asarray(x, dtype=np.float64)
-    n = len(x)
-    if not 0 < k < n:
-        raise ValueError(f"kNN graph needs 0 < k < number of rows ({n}); got k={k}")
-    sim = x @ x.T
-    np.fill_diagonal(sim, -np.inf)
-    nn_ = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-    rows = np.repeat(np.arange(n), k)
-    vals = np.clip(sim[rows, nn_.ravel()], 0, None) ** gamma
-    a = sparse.csr_matrix((vals, (rows, nn_.ravel())), shape=(n, n))
-    a = a.maximum(a.T).tocsr()
-    d = np.asarray(a.sum(1)).ravel()
-    d = np.where(d > 0, d, 1.0) ** -0.5
-    return sparse.diags(d) @ a @ sparse.diags(d)
+    return normalize(knn_graph(x, k, gamma=gamma, mutual=False, dtype=np.float64), dtype=np.float64)
 
 
 def diffuse(s: np.ndarray, anchors, alpha: float = 0.9, iterations: int = 30) -> np.ndarray:

@@ -10,10 +10,10 @@ notebooks/11_diffusion_and_reranking.
     D, I = dif.search(xq)
     fast = rerank.OfflineDiffusion(k=50).fit(xb)          # inverse precomputed; ms per query
 
-Modules: :mod:`.qe` (AQE, αQE, DBA), :mod:`.graph` (kNN, affinities, normalisation),
+Modules: :mod:`.qe` (AQE, αQE, DBA), :mod:`.graph` (affinities, kNN graph, normalisation),
 :mod:`.diffusion` (iterative walk, CG closed form, offline block-inverse/spectral variant, joint mode).
-Arrays are NumPy, graphs SciPy sparse; the inner products of kNN search and diffusion run in torch,
-imported at call time (``graph._top``, ``diffusion._similarities``, :func:`retrievalkit.index.exact_search`).
+Arrays are NumPy, graphs SciPy sparse. Every neighbour search is :func:`retrievalkit.index.knn`
+(torch inner products, ties → lower id), re-exported here as ``knn`` and ``check_k``.
 """
 from __future__ import annotations
 

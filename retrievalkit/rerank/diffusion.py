@@ -26,7 +26,8 @@ import time
 
 import numpy as np
 
-from .graph import DEFAULT_GAMMA, _rows, affinity, check_k, knn, knn_graph, normalize
+from ..index import check_k, knn
+from .graph import DEFAULT_GAMMA, _rows, affinity, knn_graph, normalize
 
 DEFAULT_K = 50        # graph neighbours (Iscen et al. 2017 use 50 on Oxford/Paris)
 DEFAULT_ALPHA = 0.99  # restart 1 − α: long walks, as in Iscen et al. 2017

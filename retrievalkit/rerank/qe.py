@@ -8,13 +8,14 @@ database vector with its own database neighbours (DBA, Arandjelović & Zisserman
 database rows only. Taught in notebooks/11_diffusion_and_reranking.
 
 All functions take descriptor rows (N×D, L2-normalised) and return ``(scores, ids)`` like
-:func:`retrievalkit.index.exact_search`, best first.
+:func:`retrievalkit.index.knn`, best first (ties → lower id).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .graph import _rows, check_k, knn
+from ..index import check_k, exact_search, knn
+from .graph import _rows
 
 
 def _l2n(x: np.ndarray) -> np.ndarray:
@@ -32,7 +33,7 @@ def expand(queries, database, k: int, alpha: float = 0.0, *, exclude=None) -> np
 
     ``w_i = max(s_i, 0) ** alpha`` with ``s_i`` the neighbour's similarity to the query (the query
     itself has weight 1 = its similarity to itself); ``alpha = 0`` is the plain mean (AQE).
-    ``exclude``: database rows never used as neighbours (see :func:`~.graph.knn`).
+    ``exclude``: database rows never used as neighbours (see :func:`retrievalkit.index.knn`).
     """
     q = _rows(queries, "queries")
     db = _rows(database, "database")
@@ -59,8 +60,6 @@ def alpha_qe(queries, database, k: int = 5, alpha: float = 3.0, *, exclude=None,
 
     ``alpha=0`` is exactly :func:`average_qe`. Survey §2.5.3; taught in notebooks/11.
     """
-    from ..index import exact_search
-
     return exact_search(expand(queries, database, k, alpha, exclude=exclude), database, rank_k)
 
 

@@ -1,0 +1,65 @@
+"""One search convention (Survey §2.1.2): queries first, ``(scores, ids)`` best first, equal scores → lower id.
+
+These tests check that every search of the package follows it: float kNN (chunked or not, with
+exclusions, in float32 or float64), faiss's flat index, Hamming search (faiss and the NumPy
+reference), and the leave-one-out mAP built on top of it.
+"""
+import numpy as np
+import pytest
+
+from retrievalkit import index as I
+
+
+def _tied(n=60, d=4, seed=0):
+    """Rows drawn from 5 small-integer vectors: scores are exact, and every query has many equal ones."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(-3, 4, (5, d)).astype(np.float32)
+    return base[rng.integers(0, 5, n)]
+
+
+def _reference(q, db, k, exclude=None):
+    s = q.astype(np.float64) @ db.T.astype(np.float64)
+    if exclude is not None:
+        s[np.arange(len(q)), exclude] = -np.inf
+    ids = np.argsort(-s, axis=1, kind="stable")[:, :k]  # stable: equal scores keep the lower id
+    return ids
+
+
+@pytest.mark.parametrize("k, qc, dc", [(7, 5, 11), (13, 64, 64), (1, 3, 4), (None, 7, 9)])
+def test_knn_breaks_ties_by_lower_id_across_chunk_boundaries(k, qc, dc):
+    db = _tied()
+    q = db[:20]
+    _, ids = I.knn(q, db, k, query_chunk=qc, db_chunk=dc)
+    np.testing.assert_array_equal(ids, _reference(q, db, k or len(db)))
+    assert I.exact_search is I.knn
+
+
+def test_knn_excludes_rows_and_counts_them_out_of_the_database():
+    db = _tied()
+    self_ = np.arange(len(db))
+    scores, ids = I.knn(db, db, 10, exclude=self_, db_chunk=16)
+    np.testing.assert_array_equal(ids, _reference(db, db, 10, exclude=self_))
+    assert not (ids == self_[:, None]).any() and np.isfinite(scores).all()
+    assert I.knn(db, db, exclude=self_)[1].shape == (60, 59)
+    with pytest.raises(ValueError, match="larger than the 59"):
+        I.knn(db, db, 60, exclude=self_)
+
+
+def test_knn_in_float64_keeps_float64_scores():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((30, 8))
+    scores, ids = I.knn(x, x, 5, dtype=np.float64)
+    assert scores.dtype == np.float64
+    np.testing.assert_allclose(scores, np.take_along_axis(x @ x.T, ids, 1), rtol=0, atol=1e-12)
+
+
+def test_faiss_flat_and_exact_index_return_the_same_ranking():
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(2)
+    xb = rng.standard_normal((500, 16)).astype(np.float32)
+    xq = rng.standard_normal((20, 16)).astype(np.float32)
+    s_flat, i_flat = I.search(I.build_index("flat", xb), xq, 10)
+    s_knn, i_knn = I.knn(xq, xb, 10)
+    np.testing.assert_array_equal(i_flat, i_knn)
+    np.testing.assert_allclose(s_flat, s_knn, atol=1e-5)
+    np.testing.assert_array_equal(I.search(I.build_index("exact", xb), xq, 10)[1], i_knn)
