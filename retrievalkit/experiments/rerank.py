@@ -72,11 +72,13 @@ class Split:
         return f"Split({self.name!r}, db={self.x.shape}, queries={len(self.query_rows)})"
 
 
-def choose_whitening(x_learn: np.ndarray, labels: np.ndarray, query_rows: np.ndarray) -> tuple[str, dict]:
-    """``"pca_w"`` or ``"none"``, decided inside the learning split only.
+def choose_whitening(x_learn: np.ndarray, labels: np.ndarray, query_rows: np.ndarray,
+                     dims: tuple = (None,)) -> tuple[str, dict]:
+    """``"none"``, ``"pca_w"`` (all dimensions) or ``"pca_w@<dim>"``, decided inside the learning split only.
 
-    PCA-whitening is fitted on the first half of the learning objects and both variants are scored
-    (exact search, trapezoid mAP) on the second half's queries. Returns the choice and both scores.
+    PCA-whitening (one candidate per entry of ``dims``; ``None`` keeps every dimension) is fitted on
+    the first half of the learning objects and every variant is scored (exact search, trapezoid
+    mAP) on the second half's queries. Returns the best and all scores.
     """
     objects = np.unique(labels)
     fit_rows = np.isin(labels, objects[: len(objects) // 2])
@@ -84,10 +86,11 @@ def choose_whitening(x_learn: np.ndarray, labels: np.ndarray, query_rows: np.nda
     val_labels = labels[val]
     vq = np.flatnonzero(np.isin(val, query_rows))
     gnd = evaluate.label_ground_truth(val_labels, vq)
-    scores = {}
-    for name, xv in (("none", x_learn[val]), ("pca_w", pca_whiten(x_learn[fit_rows], x_learn[val]))):
-        scores[name] = evaluate.mean_ap(exact_search(xv[vq], xv)[1], gnd)
-    return ("pca_w" if scores["pca_w"] > scores["none"] else "none"), scores
+    variants = {"none": x_learn[val]}
+    for dim in dims:
+        variants["pca_w" if dim is None else f"pca_w@{dim}"] = pca_whiten(x_learn[fit_rows], x_learn[val], dim)
+    scores = {name: evaluate.mean_ap(exact_search(xv[vq], xv)[1], gnd) for name, xv in variants.items()}
+    return max(scores, key=scores.get), scores
 
 
 def coil_splits(coil: Coil) -> tuple[Split, Split, dict]:

@@ -1,0 +1,233 @@
+"""The survey's comparisons on real instance photos, beside COIL-100.
+
+COIL-100's turntable objects on black saturate: a colour histogram ties off-the-shelf CNN features
+there. The survey's lessons (§2.3 off-the-shelf features, §2.3.2 whitening, §2.3.4 query expansion
+and diffusion, §2.5.3 Figure 2.13a depth) come from cluttered photos of the same object or place,
+so this step repeats them on three real sets small enough for a laptop:
+
+* ``smvs_dvd`` — phone photos of DVD covers (4 cameras) against the 100 clean covers; one positive each.
+* ``rparis6k_mini`` — the Paris6k photos present, scored with the revisited Easy/Medium/Hard protocol.
+* ``sop_kettles_fans`` — the test products of Stanford Online Products' kettles and fans.
+
+Protocol: nothing is learned on these test sets. PCA-whitening, the choice of the best network and
+pooling, and the re-ranking hyper-parameters are all learned on SOP's *learning* products (SMVS and
+Paris6k-mini have no learning split). Taught in notebooks/13_instance_retrieval.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .. import backbones as bb
+from .. import baselines, datasets, evaluate, features, rerank
+from ..index import exact_search
+from .offtheshelf import LITE, pca_whiten
+from .rerank import GAMMA, QE_ALPHA, QUERY_K, Split, choose_whitening, select_params
+
+DATASETS = ("smvs_dvd", "rparis6k_mini", "sop_kettles_fans")
+LEARN = "sop_kettles_fans-learn"
+NETWORKS = ("mobilenet_v2", *LITE)
+POOLINGS = ("mac", "spoc", "gem", "rmac", "crow")
+DEPTH_NETWORKS = ("efficientnet_lite0", "mobilenet_v2")
+# Longest side in pixels, aspect kept. SOP photos are ≤ 256 px, SMVS covers 640 px, Paris 1024 px:
+# 320 px keeps a 10×8 last map (enough regions for R-MAC) at about twice the cost of 224 px.
+SIDE = 320
+SMALL_SIDE = 224  # SMALL mode keeps every image (the sets are small) and lowers the resolution instead
+SMALL_NETWORKS = ("efficientnet_lite0", "mobilenet_v2")
+# Re-ranking grids searched on the SOP learning products (few positives per query: small k).
+GRIDS = {"qe_ks": (1, 2, 3, 5), "dba_ks": (1, 2, 3, 5), "graph_ks": (5, 10, 20), "alphas": (0.9, 0.99)}
+
+
+@dataclass
+class Sets:
+    """The instance datasets and their extracted rows, loaded once and shared by the step's parts."""
+
+    small: bool = False
+    data_home: object = None
+    progress: bool | None = None
+    input_side: int | None = None  # default: SIDE, or SMALL_SIDE in SMALL mode
+    only: tuple[str, ...] | None = None  # restrict the networks (tests, quick looks)
+    _data: dict = field(default_factory=dict)
+    _nets: dict = field(default_factory=dict)
+    _feats: dict = field(default_factory=dict)
+
+    @property
+    def side(self) -> int:
+        return self.input_side or (SMALL_SIDE if self.small else SIDE)
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        wanted = self.only or (SMALL_NETWORKS if self.small else NETWORKS)
+        return tuple(n for n in wanted if bb.weights_available(n))
+
+    def dataset(self, name: str):
+        """A test set by name, or :data:`LEARN` for SOP's learning products."""
+        if name not in self._data:
+            base, _, split = name.partition("-")
+            kwargs = {"split": split or "test"} if base == "sop_kettles_fans" else {}
+            self._data[name] = datasets.load(base, data_home=self.data_home, progress=self.progress, **kwargs)
+        return self._data[name]
+
+    def backbone(self, net: str):
+        if net not in self._nets:
+            self._nets[net] = bb.load_backbone(net, progress=self.progress)
+        return self._nets[net]
+
+    def layers(self, net: str) -> list[str]:
+        """The last conv map, plus every block's output for the networks of the within-network depth curve."""
+        backbone = self.backbone(net)
+        blocks = [n for n in backbone.layers if n.startswith("block")] if net in DEPTH_NETWORKS else []
+        return [*blocks, backbone.default_layer]
+
+    def features(self, name: str, net: str, images: str = "db") -> features.Features:
+        """Every layer of :meth:`layers` with every pooling, in one forward pass per image (cached)."""
+        key = (name, net, images)
+        if key not in self._feats:
+            self._feats[key] = features.extract(self.dataset(name), self.backbone(net), self.layers(net), POOLINGS,
+                                               images=images, size=self.side, resize="max_side",
+                                               progress=self.progress)
+        return self._feats[key]
+
+    def rows(self, name: str, net: str, layer: str | None = None, pooling: str = "gem"):
+        """``(database rows, query rows, exclude)`` of one descriptor.
+
+        Queries that are uncropped database images reuse their rows and are excluded from their
+        own re-ranking (``exclude`` = their database row); the others are extracted themselves.
+        """
+        ds = self.dataset(name)
+        layer = layer or self.backbone(net).default_layer
+        db = self.features(name, net).get(layer, pooling)
+        index = _query_db_rows(ds)
+        if index is not None:
+            return db, db[index], index
+        return db, self.features(name, net, images="queries").get(layer, pooling), None
+
+
+def _query_db_rows(ds) -> np.ndarray | None:
+    """The database row of every query when all queries are uncropped database images, else None."""
+    index = None if ds.query_db_index is None else np.asarray(ds.query_db_index)
+    if index is not None and (index >= 0).all() and all(b is None for b in ds.query_bboxes):
+        return index
+    return None
+
+
+def _scores(ids: np.ndarray, ds, key: dict) -> list[dict]:
+    rows = [{**key, **r} for r in evaluate.evaluate(ids, ds)]
+    if ds.name == "smvs_dvd":  # the benchmark reports P@1 (= recall@1 with one positive) per camera too
+        for cam, part in datasets.smvs.by_camera(ds).items():
+            rows += [{**key, **r, "protocol": cam} for r in evaluate.evaluate(ids[part.meta["query_rows"]], part)]
+    return rows
+
+
+def colour_histogram(sets: Sets) -> pd.DataFrame:
+    """The colour-histogram baseline (a non-learned, pre-deep descriptor) on every set."""
+    out = []
+    for name in DATASETS:
+        ds = sets.dataset(name)
+        db, _ = baselines.describe_images(ds.db_paths, exif_transpose=ds.exif_transpose, progress=sets.progress)
+        index = _query_db_rows(ds)
+        if index is not None:
+            q = db[index]
+        else:
+            q, _ = baselines.describe_images(ds.query_paths, bboxes=ds.query_bboxes, exif_transpose=ds.exif_transpose,
+                                             progress=sets.progress)
+        out += _scores(exact_search(q, db)[1], ds, {"method": "colour histogram", "stage": "colour histogram"})
+    return pd.DataFrame(out)
+
+
+def learn_map(sets: Sets, backbone: str, layer: str, pooling: str) -> float:
+    """mAP over SOP's learning products (their own queries): how the best descriptor is chosen."""
+    db, q, _ = sets.rows(LEARN, backbone, layer, pooling)
+    return evaluate.mean_ap(exact_search(q, db)[1], sets.dataset(LEARN).ground_truth("all"))
+
+
+def offtheshelf(sets: Sets) -> pd.DataFrame:
+    """Every network × pooling of its last conv map on every set, with the SOP-learning mAP that ranks them."""
+    out = []
+    for net in sets.networks:
+        layer = sets.backbone(net).default_layer
+        for pooling in POOLINGS:
+            key = {"network": net, "depth": bb.get_spec(net).depth, "pooling": pooling, "stage": "off-the-shelf",
+                   "learn_mAP": learn_map(sets, net, layer, pooling)}
+            for name in DATASETS:
+                db, q, _ = sets.rows(name, net, layer, pooling)
+                out += _scores(exact_search(q, db)[1], sets.dataset(name), {"method": f"{net} {pooling}", **key})
+    return pd.DataFrame(out)
+
+
+WHITEN_DIMS = (64, 128, 256)  # PCA-w candidates; SOP's learning half has ~420 photos, so full rank is out
+
+
+def _learn_split(sets: Sets, net: str, layer: str, pooling: str, whiten) -> Split:
+    ds = sets.dataset(LEARN)
+    db, _, rows = sets.rows(LEARN, net, layer, pooling)
+    return Split(LEARN, np.ascontiguousarray(whiten(db), dtype=np.float32), rows, ds.ground_truth("all"))
+
+
+def pipeline(sets: Sets, best: dict) -> tuple[pd.DataFrame, dict]:
+    """The best off-the-shelf descriptor, + PCA-w, then + αQE and + diffusion.
+
+    ``best``: ``network`` and ``pooling`` picked by :func:`offtheshelf`'s ``learn_mAP``. On SOP's
+    learning products only: PCA-w's dimension is chosen (:func:`choose_whitening`, half the
+    products fit, the other half score), then whether to whiten at all, then the re-ranking
+    settings on the descriptor so chosen; αQE and diffusion run on that descriptor. Returns the
+    rows and the learned settings.
+    """
+    net, pooling = best["network"], best["pooling"]
+    layer = sets.backbone(net).default_layer
+    ds_learn = sets.dataset(LEARN)
+    x_learn, _, learn_queries = sets.rows(LEARN, net, layer, pooling)
+    choice, scores = choose_whitening(x_learn, np.asarray(ds_learn.db_labels), learn_queries, WHITEN_DIMS)
+    best_w = max((k for k in scores if k != "none"), key=scores.get)
+
+    def whitener(name):
+        dim = None if name == "none" else int(name.partition("@")[2])
+        return (lambda x: x) if dim is None else \
+            (lambda x: np.ascontiguousarray(pca_whiten(x_learn, x, dim), dtype=np.float32))
+
+    params, _ = select_params(_learn_split(sets, net, layer, pooling, whitener(choice)), **GRIDS,
+                              progress=sets.progress)
+    params.update(whitening=choice, pca_w=best_w, **{f"learn_mAP_{k}": v for k, v in scores.items()})
+    base = {"network": net, "pooling": pooling, "method": f"{net} {pooling}"}
+    out = []
+    for name in DATASETS:
+        ds = sets.dataset(name)
+        db, q, exclude = sets.rows(name, net, layer, pooling)
+        out += _scores(exact_search(q, db)[1], ds, {**base, "stage": "off-the-shelf", "whitening": "none"})
+        w = whitener(best_w)
+        out += _scores(exact_search(w(q), w(db))[1], ds, {**base, "stage": "+ PCA-w", "whitening": best_w})
+        w = whitener(choice)
+        db, q = w(db), w(q)
+        k = min(params["qe_k"], len(db) - 1)
+        out += _scores(rerank.alpha_qe(q, db, k, QE_ALPHA, exclude=exclude)[1], ds,
+                       {**base, "stage": "+ αQE", "whitening": choice})
+        dif = rerank.Diffusion(min(params["graph_k"], len(db) - 1), params["alpha"], query_k=QUERY_K, gamma=GAMMA)
+        out += _scores(dif.fit(db).search(q, exclude=exclude)[1], ds,
+                       {**base, "stage": "+ diffusion", "whitening": choice})
+    return pd.DataFrame(out), params
+
+
+def depth_within(sets: Sets, networks=DEPTH_NETWORKS, pooling: str = "gem") -> pd.DataFrame:
+    """GeM on the output of every block of one network (Figure 2.13a's depth axis inside a network).
+
+    Across networks, depth changes with everything else (width, resolution, training recipe);
+    inside one network only the depth of the tapped block changes.
+    """
+    out = []
+    for net in [n for n in networks if n in sets.networks]:
+        blocks = sets.layers(net)[:-1]
+        for name in DATASETS:
+            ds = sets.dataset(name)
+            for depth, block in enumerate(blocks, start=1):
+                db, q, _ = sets.rows(name, net, block, pooling)
+                out += _scores(exact_search(q, db)[1], ds,
+                               {"network": net, "block": block, "block_depth": depth, "pooling": pooling})
+    return pd.DataFrame(out)
+
+
+def overall(frame: pd.DataFrame) -> pd.DataFrame:
+    """One headline row per dataset: SMVS overall ("all"), Paris6k-mini Medium, SOP "all"."""
+    keep = frame["protocol"].isin(["all", "medium"])
+    return frame[keep]
