@@ -27,7 +27,8 @@ import time
 import numpy as np
 
 from ..index import check_k, knn
-from .graph import DEFAULT_GAMMA, _rows, affinity, knn_graph, normalize
+from ..rows import as_rows
+from .graph import DEFAULT_GAMMA, affinity, knn_graph, normalize
 
 DEFAULT_K = 50        # graph neighbours (Iscen et al. 2017 use 50 on Oxford/Paris)
 DEFAULT_ALPHA = 0.99  # restart 1 − α: long walks, as in Iscen et al. 2017
@@ -160,7 +161,7 @@ class Diffusion:
         """Build the graph over ``database``; ``S``: reuse a normalised graph already built on it
         with the same settings (e.g. another solver's ``S_``)."""
         start = time.perf_counter()
-        self.database_ = _rows(database, "database")
+        self.database_ = as_rows(database, "database")
         check_k(self.query_k, len(self.database_) - 1, "query_k")
         # σ of the Gaussian affinity is fixed here, from the database alone, so that a query's seeds
         # never depend on the other queries searched with it (affinity's σ=None takes a median
@@ -218,7 +219,7 @@ class Diffusion:
         """
         from tqdm.auto import tqdm
 
-        q = _rows(queries, "queries")
+        q = as_rows(queries, "queries")
         ex = None if exclude is None else np.asarray(exclude, dtype=np.int64).reshape(len(q), -1)
         out_s, out_i = [], []
         starts = range(0, len(q), batch)
@@ -328,7 +329,7 @@ def joint_search(queries, database, k: int = DEFAULT_K, alpha: float = DEFAULT_A
     Survey §2.4.2.1; taught in notebooks/11_diffusion_and_reranking.
     """
     check_alpha(alpha)
-    q, db = _rows(queries, "queries"), _rows(database, "database")
+    q, db = as_rows(queries, "queries"), as_rows(database, "database")
     n, m = len(db), len(q)
     nodes = np.concatenate([db, q])
     pairs = np.full((n + m, 1), -1, dtype=np.int64)

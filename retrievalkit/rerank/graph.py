@@ -14,16 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..index import _exclusions, check_k, knn
+from ..rows import as_rows
 
 SIMILARITIES = ("ip", "gaussian")
 DEFAULT_GAMMA = 3.0  # Iscen et al. 2017: affinity = max(<x, y>, 0) ** 3
-
-
-def _rows(x, name: str) -> np.ndarray:
-    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be an N×D array of descriptor rows, got shape {x.shape}")
-    return x
 
 
 def affinity(similarities, kind: str = "ip", *, gamma: float = DEFAULT_GAMMA, sigma: float | None = None,
@@ -62,7 +56,7 @@ def knn_graph(database, k: int, *, similarity: str = "ip", gamma: float = DEFAUL
     """
     import scipy.sparse as sp
 
-    x = np.ascontiguousarray(database, dtype=dtype)
+    x = as_rows(database, "database", dtype=dtype)
     n = len(x)
     check_k(k, n - 1, "graph k")
     self_ = np.arange(n)[:, None]

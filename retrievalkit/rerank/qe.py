@@ -15,11 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..index import check_k, exact_search, knn
-from .graph import _rows
-
-
-def _l2n(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+from ..rows import as_rows, l2n
 
 
 def _weights(sims: np.ndarray, alpha: float) -> np.ndarray:
@@ -35,15 +31,15 @@ def expand(queries, database, k: int, alpha: float = 0.0, *, exclude=None) -> np
     itself has weight 1 = its similarity to itself); ``alpha = 0`` is the plain mean (AQE).
     ``exclude``: database rows never used as neighbours (see :func:`retrievalkit.index.knn`).
     """
-    q = _rows(queries, "queries")
-    db = _rows(database, "database")
+    q = as_rows(queries, "queries")
+    db = as_rows(database, "database")
     sims, ids = knn(q, db, k, exclude=exclude)
     w = _weights(sims, alpha)
     out = np.empty_like(q)
     step = max(1, (1 << 26) // max(1, k * db.shape[1]))  # bound the gathered k×D neighbours to 256 MB
     for s in range(0, len(q), step):
         out[s : s + step] = q[s : s + step] + np.einsum("qk,qkd->qd", w[s : s + step], db[ids[s : s + step]])
-    return _l2n(out)
+    return l2n(out)
 
 
 def average_qe(queries, database, k: int = 5, *, exclude=None, rank_k: int | None = None):
@@ -71,7 +67,7 @@ def dba(database, k: int = 5, alpha: float = 3.0) -> np.ndarray:
     returned rows instead of the originals (queries unchanged, or expanded with αQE on them).
     Survey §2.5.3; taught in notebooks/11_diffusion_and_reranking.
     """
-    db = _rows(database, "database")
+    db = as_rows(database, "database")
     check_k(k, len(db) - 1, "DBA k")
     return expand(db, db, k, alpha, exclude=np.arange(len(db)))
 
