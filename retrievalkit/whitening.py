@@ -23,62 +23,14 @@ import inspect
 
 import numpy as np
 
+from .rows import DEFAULT_EPS, Estimator, NotFittedError, as_labels, as_rows, is_torch, l2n, like, powerlaw
+
 RANK_RTOL = 1e-10
-DEFAULT_EPS = 1e-6
 
 _PROTOCOL = (
     "Fit on the LEARNING split only (the caller passes only learning-split descriptors; "
     "Survey §2.3.2, taught in notebooks/04_whitening_and_dimension)."
 )
-
-
-class NotFittedError(ValueError, AttributeError):
-    """``transform`` was called before ``fit`` (same bases as scikit-learn's)."""
-
-
-# --------------------------------------------------------------------------- array helpers
-def _is_torch(x) -> bool:
-    return type(x).__module__.split(".")[0] == "torch"
-
-
-def _as_float64(X, name: str = "X") -> np.ndarray:
-    """A 2-D float64 NumPy copy of ``X`` (NumPy, torch or nested lists) for fitting."""
-    if _is_torch(X):
-        X = X.detach().cpu().double().numpy()
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D descriptor rows (N×D), got shape {X.shape}")
-    if not np.isfinite(X).all():
-        raise ValueError(f"{name} holds NaN or infinite values; check the features before fitting")
-    return X
-
-
-def _as_rows(X):
-    """``X`` as a 2-D float array of its own kind (torch stays torch), for transforming."""
-    if _is_torch(X):
-        X = X.detach()
-        X = X if X.is_floating_point() else X.float()
-    else:
-        X = np.asarray(X)
-        X = X if X.dtype in (np.float32, np.float64) else X.astype(np.float32)
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D descriptor rows (N×D), got shape {tuple(X.shape)}")
-    return X
-
-
-def _like(a: np.ndarray, X):
-    """The fitted NumPy array ``a`` in the kind, dtype and device of ``X``."""
-    if _is_torch(X):
-        import torch
-
-        return torch.as_tensor(a, dtype=X.dtype, device=X.device)
-    return a.astype(X.dtype, copy=False)
-
-
-def _l2n(Y, eps: float = DEFAULT_EPS):
-    if _is_torch(Y):
-        return Y / (Y.norm(dim=1, keepdim=True) + eps)
-    return Y / (np.linalg.norm(Y, axis=1, keepdims=True) + eps)
 
 
 def _eigh_desc(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,33 +65,14 @@ def _covariance(Xc: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- estimators
-class _Transformer:
-    """Shared plumbing: repr from the constructor arguments, ``fit_transform``, fitted checks."""
+class _Transformer(Estimator):
+    """:class:`~retrievalkit.rows.Estimator` plus the optional final L2 (``normalize``)."""
 
     normalize: bool = True
     eps: float = DEFAULT_EPS
 
-    def __repr__(self):
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
-
-    def fit(self, X, *args, **kw):  # stateless by default
-        self.n_features_in_ = _as_rows(X).shape[1]
-        return self
-
-    def fit_transform(self, X, *args, **kw):
-        return self.fit(X, *args, **kw).transform(X)
-
     def _finish(self, Y):
-        return _l2n(Y, self.eps) if self.normalize else Y
-
-    def _check(self, X):
-        X = _as_rows(X)
-        if not hasattr(self, "n_features_in_"):
-            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(X_learn) on learning-split descriptors first")
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"{type(self).__name__} was fitted on {self.n_features_in_}-D rows, got {X.shape[1]}-D")
-        return X
+        return l2n(Y, self.eps) if self.normalize else Y
 
 
 class L2Normalize(_Transformer):
@@ -149,7 +82,7 @@ class L2Normalize(_Transformer):
         self.eps = eps
 
     def transform(self, X):
-        return _l2n(self._check(X), self.eps)
+        return l2n(self._check(X), self.eps)
 
 
 class PowerLaw(_Transformer):
@@ -162,9 +95,7 @@ class PowerLaw(_Transformer):
         self.alpha, self.normalize, self.eps = alpha, normalize, eps
 
     def transform(self, X):
-        X = self._check(X)
-        mag = X.abs() ** self.alpha if _is_torch(X) else np.abs(X) ** self.alpha
-        return self._finish((X.sign() if _is_torch(X) else np.sign(X)) * mag)
+        return self._finish(powerlaw(self._check(X), self.alpha))
 
 
 class _Linear(_Transformer):
@@ -175,7 +106,7 @@ class _Linear(_Transformer):
 
     def transform(self, X):
         X = self._check(X)
-        return self._finish((X - _like(self.mean_, X)) @ _like(self.projection_, X))
+        return self._finish((X - like(self.mean_, X)) @ like(self.projection_, X))
 
     def _store(self, mean: np.ndarray, projection: np.ndarray) -> "_Linear":
         self.n_features_in_ = len(mean)
@@ -196,7 +127,7 @@ class PCA(_Linear):
         self.dim, self.normalize, self.eps = dim, normalize, eps
 
     def fit(self, X, y=None):
-        X = _as_float64(X)
+        X = as_rows(X, dtype=np.float64, finite=True)
         mean = X.mean(axis=0)
         vals, vecs = _eigh_desc(_covariance(X - mean))
         rank = _rank(vals)
@@ -227,10 +158,10 @@ class PCAWhitening(_Linear):
         self.dim, self.shrinkage, self.eps, self.normalize = dim, shrinkage, eps, normalize
 
     def _finish(self, Y):  # ``eps`` here regularises eigenvalues; the L2 guard uses the module default
-        return _l2n(Y, DEFAULT_EPS) if self.normalize else Y
+        return l2n(Y) if self.normalize else Y
 
     def fit(self, X, y=None):
-        X = _as_float64(X)
+        X = as_rows(X, dtype=np.float64, finite=True)
         mean = X.mean(axis=0)
         vals, vecs = _eigh_desc(_covariance(X - mean))
         rank = _rank(vals)
@@ -287,12 +218,12 @@ class LearnedWhitening(_Linear):
         self.dim, self.shrinkage, self.normalize = dim, shrinkage, normalize
 
     def fit(self, X, pairs=None, *, labels=None):
-        X = _as_float64(X)
+        X = as_rows(X, dtype=np.float64, finite=True)
         n, d_in = X.shape
         if (pairs is None) == (labels is None):
             raise ValueError("LearnedWhitening.fit needs exactly one of `pairs` (M×2 matching row indices) or `labels=`")
         if pairs is not None:
-            pairs = np.asarray(pairs.detach().cpu() if _is_torch(pairs) else pairs)
+            pairs = np.asarray(pairs.detach().cpu() if is_torch(pairs) else pairs)
             if pairs.ndim != 2 or pairs.shape[1] != 2 or not np.issubdtype(pairs.dtype, np.integer):
                 raise ValueError(f"pairs must be an M×2 integer array of row indices, got shape {pairs.shape}, dtype {pairs.dtype}")
             if len(pairs) and (pairs.min() < 0 or pairs.max() >= n):
@@ -301,9 +232,7 @@ class LearnedWhitening(_Linear):
             n_pairs = len(pairs)
             scatter = diff.T @ diff
         else:
-            labels = np.asarray(labels.detach().cpu() if _is_torch(labels) else labels).ravel()
-            if len(labels) != n:
-                raise ValueError(f"labels has {len(labels)} entries for {n} rows")
+            labels = as_labels(labels, n)
             _, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
             class_means = np.zeros((len(counts), d_in))
             np.add.at(class_means, inv, X)

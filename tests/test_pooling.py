@@ -306,3 +306,7 @@ def test_l2n_and_powerlaw():
     z = torch.zeros(3, requires_grad=True)
     F.powerlaw(z).sum().backward()
     assert torch.isfinite(z.grad).all()
+    # exact values, no clamp (the old copy clamped |x| at 1e-6 and returned 1e-3 here)
+    tiny = torch.tensor([1e-8, -1e-8], dtype=torch.float64)
+    torch.testing.assert_close(rnn.PowerLaw()(tiny), torch.tensor([1e-4, -1e-4], dtype=torch.float64))
+    assert repr(rnn.PowerLaw(0.3)) == "PowerLaw(alpha=0.3)"

@@ -29,29 +29,14 @@ from typing import Callable
 
 import torch
 
-DEFAULT_EPS = 1e-6
+from ..rows import DEFAULT_EPS, l2n, powerlaw  # noqa: F401  (re-exported: F.l2n, F.powerlaw)
+
 RMAC_LEVELS = 3
 RMAC_OVERLAP = 0.4
 SPOC_SIGMA = 1 / 3
 CAM_TOP_CLASSES = 10
 
 _SPATIAL = (-2, -1)
-
-
-# --------------------------------------------------------------------------- normalisation
-def l2n(x: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
-    """L2-normalise the last dimension (descriptors are rows): ``x / (‖x‖ + eps)``."""
-    return x / (torch.linalg.vector_norm(x, dim=-1, keepdim=True) + eps)
-
-
-def powerlaw(x: torch.Tensor, alpha: float = 0.5, eps: float = DEFAULT_EPS) -> torch.Tensor:
-    """Signed power normalisation ``sign(x)·|x|^alpha`` (alpha=0.5 is the "signed square root").
-
-    Damps bursty, dominant components (Perronnin et al. 2010; Survey §2.3.2.2). ``|x|`` is
-    clamped at ``eps`` before the power so the gradient stays finite at 0 (``sign(0) = 0``
-    still maps 0 to 0).
-    """
-    return x.sign() * x.abs().clamp(min=eps).pow(alpha)
 
 
 # --------------------------------------------------------------------------- global pooling

@@ -29,12 +29,12 @@ class L2N(nn.Module):
 class PowerLaw(nn.Module):
     """Signed power normalisation ``sign(x)|x|^alpha``."""
 
-    def __init__(self, alpha: float = 0.5, eps: float = F.DEFAULT_EPS):
+    def __init__(self, alpha: float = 0.5):
         super().__init__()
-        self.alpha, self.eps = alpha, eps
+        self.alpha = alpha
 
     def forward(self, x):
-        return F.powerlaw(x, self.alpha, self.eps)
+        return F.powerlaw(x, self.alpha)
 
     def extra_repr(self):
         return f"alpha={self.alpha}"
