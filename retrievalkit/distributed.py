@@ -42,8 +42,9 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .features import cache as store
-from .features.extraction import DEFAULT_POOLINGS, _l2n_rows, plan_extraction
+from .features.extraction import DEFAULT_POOLINGS, plan_extraction
 from .features.loading import ImageSource
+from .rows import l2n
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +350,7 @@ def sample_rows(blocks: Sequence[np.ndarray], n: int, seed: int = 0, normalize: 
     parts = [np.asarray(b[picked[(picked >= lo) & (picked < hi)] - lo], dtype=np.float32)
              for b, lo, hi in zip(blocks, offsets[:-1], offsets[1:])]
     rows = np.concatenate(parts)
-    return _l2n_rows(rows) if normalize else rows
+    return l2n(rows) if normalize else rows
 
 
 def build_index_from_shards(blocks: Sequence[np.ndarray], kind: str = "ivf_pq", *, train=None,
@@ -384,7 +385,7 @@ def build_index_from_shards(blocks: Sequence[np.ndarray], kind: str = "ivf_pq", 
         for block in blocks:
             for a in range(0, len(block), COPY_ROWS):
                 rows = np.asarray(block[a:a + COPY_ROWS], dtype=np.float32)
-                yield _l2n_rows(rows) if normalize else rows
+                yield l2n(rows) if normalize else rows
 
     stream = chunks()
     index = rk_index.build_index(kind, next(stream), xtrain=train, **params)

@@ -104,28 +104,27 @@ def _own_kind_rows(x, name: str = "X"):
 
 
 class Estimator:
-    """scikit-learn-style plumbing: ``repr`` from the constructor arguments, ``fit_transform``,
-    and :meth:`_check` (fitted? right width?) before ``transform``.
+    """scikit-learn-style plumbing shared by whitening, codebooks, encoders and hashers: ``repr`` from
+    the constructor arguments, ``fit_transform``, and the fitted/width checks before ``transform``."""
 
-    Subclasses set ``n_features_in_`` in ``fit``. The default ``fit`` learns nothing but the width.
-    """
+    def _params(self) -> dict:
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p not in ("self", "args", "kwargs")]
+        return {n: getattr(self, n) for n in names}
 
     def __repr__(self):
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p not in ("self", "args", "kwargs")]
-        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
-
-    def fit(self, X, y=None, **fit_params):
-        self.n_features_in_ = _own_kind_rows(X).shape[1]
-        return self
+        return f"{type(self).__name__}({', '.join(f'{n}={v!r}' for n, v in self._params().items())})"
 
     def fit_transform(self, X, *args, **kw):
         return self.fit(X, *args, **kw).transform(X)
 
-    def _check(self, X, fitted: str = "n_features_in_", hint: str = "call fit(X_learn) on learning-split descriptors first"):
-        """``X`` as rows of its own kind, after checking that ``fit`` ran and the width matches."""
-        X = _own_kind_rows(X)
-        if getattr(self, fitted, None) is None:
+    def _check_fitted(self, attr: str = "n_features_in_", hint: str = "call fit(X_learn) on learning-split descriptors first"):
+        if getattr(self, attr, None) is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted: {hint}")
+
+    def _check(self, X):
+        """``X`` as rows of its own kind (torch stays torch), after checking that ``fit`` ran and the width matches."""
+        X = _own_kind_rows(X)
+        self._check_fitted()
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"{type(self).__name__} was fitted on {self.n_features_in_}-D rows, got {X.shape[1]}-D")
         return X

@@ -71,6 +71,10 @@ class _Transformer(Estimator):
     normalize: bool = True
     eps: float = DEFAULT_EPS
 
+    def fit(self, X, y=None):  # stateless by default: only the width is learned
+        self.n_features_in_ = as_rows(X, dtype=None).shape[1]
+        return self
+
     def _finish(self, Y):
         return l2n(Y, self.eps) if self.normalize else Y
 

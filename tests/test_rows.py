@@ -71,6 +71,10 @@ class _Scale(rows.Estimator):
     def __init__(self, factor: float = 2.0):
         self.factor = factor
 
+    def fit(self, X):
+        self.n_features_in_ = rows.as_rows(X).shape[1]
+        return self
+
     def transform(self, X):
         return self._check(X) * self.factor
 

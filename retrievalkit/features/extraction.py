@@ -27,6 +27,7 @@ import torch
 
 from .. import config as rk_config
 from ..nn.pooling import POOLINGS
+from ..rows import l2n
 from . import cache as store
 from .loading import ImageDataset, ImageSource, as_source, collate_views, to_model_input
 from .multipass import PatchScheme, aggregate_patches, make_scheme
@@ -227,10 +228,6 @@ def plan_extraction(data, backbone, layers=None, pooling=DEFAULT_POOLINGS, *, im
 
 
 # --------------------------------------------------------------------------- results
-def _l2n_rows(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    return x / (np.linalg.norm(x, axis=1, keepdims=True) + eps)
-
-
 class Features:
     """The result of one extraction: pooled rows per (layer, pooling), kept conv maps, what was skipped.
 
@@ -303,7 +300,7 @@ class Features:
             rows = np.array(self._arrays[entry["file"]], dtype=np.float32)
         else:
             rows = np.array(store.load_array(self.folder / entry["file"]), dtype=np.float32)
-        return _l2n_rows(rows) if normalize else rows
+        return l2n(rows) if normalize else rows
 
     def maps(self, layer: str | None = None) -> np.ndarray:
         """Kept conv maps ``N×C×h×w`` (float16, memory-mapped when cached) of ``layer``."""
@@ -423,7 +420,7 @@ def _images_from_views(vectors: torch.Tensor, owners: list, n_items: int, plan: 
             # Each scale counts the same whatever the pooling's magnitude at that map size
             # (R-MAC region counts, CroW sums grow with the map): cirtorch's multi-scale rule.
             stacked = torch.stack(per_scale)
-            out[pos] = (stacked / (stacked.norm(dim=1, keepdim=True) + 1e-6)).mean(dim=0)
+            out[pos] = l2n(stacked).mean(dim=0)
     return out
 
 

@@ -16,14 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-EPS = 1e-6
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"descriptor blocks must be N×D rows, got shape {x.shape}")
-    return x / (np.linalg.norm(x, axis=1, keepdims=True) + EPS)
+from ..rows import as_rows, l2n
 
 
 def concat_normalized(blocks: Sequence[np.ndarray], weights: Sequence[float] | None = None,
@@ -40,8 +33,8 @@ def concat_normalized(blocks: Sequence[np.ndarray], weights: Sequence[float] | N
     counts = {len(b) for b in blocks}
     if len(counts) != 1:
         raise ValueError(f"blocks describe different numbers of images: {sorted(counts)}")
-    fused = np.concatenate([w * _unit_rows(b) for w, b in zip(weights, blocks)], axis=1)
-    return _unit_rows(fused) if normalize else fused
+    fused = np.concatenate([w * l2n(as_rows(b, "descriptor block")) for w, b in zip(weights, blocks)], axis=1)
+    return l2n(fused) if normalize else fused
 
 
 def fuse_layers(features, layers: Sequence, weights: Sequence[float] | None = None,

@@ -18,7 +18,7 @@ from typing import Mapping
 
 import torch
 
-from ..nn.functional import l2n
+from ..rows import l2n
 
 Box = tuple[int, int, int, int]
 
