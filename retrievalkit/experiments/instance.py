@@ -78,7 +78,7 @@ class Sets:
     def layers(self, net: str) -> list[str]:
         """The last conv map, plus every block's output for the networks of the within-network depth curve."""
         backbone = self.backbone(net)
-        blocks = [n for n in backbone.layers if n.startswith("block")] if net in DEPTH_NETWORKS else []
+        blocks = [n for n in backbone.layers if n.startswith(("block", "stage"))] if net in DEPTH_NETWORKS else []
         return [*blocks, backbone.default_layer]
 
     def features(self, name: str, net: str, images: str = "db") -> features.Features:
@@ -223,7 +223,8 @@ def depth_within(sets: Sets, networks=DEPTH_NETWORKS, pooling: str = "gem") -> p
             for depth, block in enumerate(blocks, start=1):
                 db, q, _ = sets.rows(name, net, block, pooling)
                 out += _scores(exact_search(q, db)[1], ds,
-                               {"network": net, "block": block, "block_depth": depth, "pooling": pooling})
+                               {"network": net, "layer": block, "block": f"block{depth}", "block_depth": depth,
+                                "pooling": pooling})
     return pd.DataFrame(out)
 
 
