@@ -90,3 +90,20 @@ def test_estimator_repr_fit_transform_and_checks():
         est.transform(np.ones((1, 3)))
     out = est.transform(torch.ones(1, 2, dtype=torch.float64))
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+
+
+def test_every_fitted_estimator_shares_the_convention():
+    """Whitenings, codebooks, embeddings and hashers: one base (repr from __init__), one NotFittedError."""
+    from retrievalkit import embedding, hashing, whitening
+
+    fitted = [*whitening.WHITENINGS.values(), embedding.KMeansCodebook, embedding.GMMCodebook, *hashing.HASHERS.values()]
+    assert set(embedding.EMBEDDINGS) == {"bow", "vlad", "fv"} and set(hashing.HASHERS) == {"lsh", "pca_sign", "itq"}
+    for cls in [*fitted, *embedding.EMBEDDINGS.values()]:
+        assert issubclass(cls, rows.Estimator), cls
+    X = np.random.default_rng(1).normal(size=(4, 8)).astype(np.float32)
+    for est in [whitening.PCA(), hashing.ITQ(4), hashing.LSH(4)]:
+        with pytest.raises(rows.NotFittedError, match="not fitted"):
+            est.transform(X)
+    with pytest.raises(rows.NotFittedError, match="split='learn'"):
+        embedding.KMeansCodebook(k=2).assign(X)
+    assert repr(hashing.LSH(8)) == "LSH(n_bits=8, center=True, seed=0)"

@@ -37,10 +37,10 @@ from .local import (
 )
 from .vlad import VLAD
 
-ENCODERS = {"bow": BoW, "vlad": VLAD, "fv": FisherVector}
+EMBEDDINGS = {"bow": BoW, "vlad": VLAD, "fv": FisherVector}
 
 __all__ = [
     "LocalDescriptors", "as_batch", "conv_columns", "column_positions", "sift_descriptors", "extract_sift",
     "rootsift", "dense_grid", "KMeansCodebook", "GMMCodebook", "check_learning_split", "BoW", "VLAD",
-    "FisherVector", "InvertedFile", "ENCODERS",
+    "FisherVector", "InvertedFile", "EMBEDDINGS",
 ]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..whitening import DEFAULT_EPS, NotFittedError
+from ..rows import DEFAULT_EPS, Estimator, NotFittedError
 from .codebook import KMeansCodebook, check_learning_split
 from .local import as_batch
 
@@ -34,7 +34,7 @@ def _l2_sparse_rows(X):
     return (sp.diags((1.0 / (norms + DEFAULT_EPS)).astype(np.float32)) @ X).tocsr()
 
 
-class BoW:
+class BoW(Estimator):
     """Bag-of-words encoder over a fitted :class:`KMeansCodebook`: ``encode(local) -> N×K``.
 
     ``weighting="tfidf"`` (default) needs :meth:`fit_idf` on learning-split descriptors first;
@@ -47,10 +47,6 @@ class BoW:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r}; choose one of {WEIGHTINGS}")
         self.codebook, self.weighting, self.normalize, self.whitening = codebook, weighting, normalize, whitening
-
-    def __repr__(self):
-        return (f"BoW(codebook={self.codebook!r}, weighting={self.weighting!r}, normalize={self.normalize}, "
-                f"whitening={self.whitening!r})")
 
     @property
     def dim(self) -> int:

@@ -14,7 +14,6 @@ save to / load from ``.npz`` files, written atomically, for caching.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import tempfile
@@ -22,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..whitening import NotFittedError
-from .local import LocalDescriptors, _as_numpy_rows
+from ..rows import Estimator, as_rows
+from .local import LocalDescriptors
 
 LEARNING_SPLIT = "learn"
 DEFAULT_K = 64
@@ -56,7 +55,7 @@ def training_rows(X, max_train: int | None, seed: int) -> tuple[np.ndarray, int]
 
     Returns ``(rows, n_available)``; rows keep their original order.
     """
-    X = X.descriptors if isinstance(X, LocalDescriptors) else _as_numpy_rows(X)
+    X = X.descriptors if isinstance(X, LocalDescriptors) else as_rows(X, "descriptors")
     if len(X) == 0:
         raise ValueError("no local descriptors to learn a codebook from")
     if not np.isfinite(X).all():
@@ -68,24 +67,14 @@ def training_rows(X, max_train: int | None, seed: int) -> tuple[np.ndarray, int]
     return np.ascontiguousarray(X, dtype=np.float32), n
 
 
-class _Codebook:
-    """Shared plumbing: repr from the constructor, fitted checks, atomic ``.npz`` save/load."""
+class _Codebook(Estimator):
+    """Shared plumbing: :class:`~retrievalkit.rows.Estimator`'s repr and checks, atomic ``.npz`` save/load."""
 
     _FITTED: tuple[str, ...] = ()
 
-    def __repr__(self):
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
-
-    def _params(self) -> dict:
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {n: getattr(self, n) for n in names}
-
     def _check_fitted(self) -> None:
-        if not hasattr(self, self._FITTED[0]):
-            raise NotFittedError(
-                f"{type(self).__name__} is not fitted: call fit(X_learn, split='learn') on local "
-                "descriptors of learning-split images, or load(path) a saved one")
+        super()._check_fitted(self._FITTED[0], "call fit(X_learn, split='learn') on local descriptors of "
+                                               "learning-split images, or load(path) a saved one")
 
     @property
     def dim(self) -> int:
@@ -163,7 +152,7 @@ class KMeansCodebook(_Codebook):
     @classmethod
     def from_centroids(cls, centroids, seed: int = 0) -> "KMeansCodebook":
         """A codebook with given ``K×D`` centroids (examples, tests, codebooks learned elsewhere)."""
-        centroids = _as_numpy_rows(centroids)
+        centroids = as_rows(centroids, "centroids")
         book = cls(k=len(centroids), seed=seed)
         book.centroids_ = np.ascontiguousarray(centroids)
         book.n_train_ = book.n_available_ = 0
@@ -178,7 +167,7 @@ class KMeansCodebook(_Codebook):
         import torch
 
         self._check_fitted()
-        X = X.descriptors if isinstance(X, LocalDescriptors) else _as_numpy_rows(X)
+        X = X.descriptors if isinstance(X, LocalDescriptors) else as_rows(X, "descriptors")
         if X.shape[1] != self.dim:
             raise ValueError(f"the codebook has {self.dim}-D words, got {X.shape[1]}-D descriptors")
         words = np.empty(len(X), dtype=np.int64)
@@ -260,7 +249,7 @@ class GMMCodebook(_Codebook):
         mean, which leaves γ unchanged and keeps the expanded quadratic form well conditioned.
         """
         self._check_fitted()
-        X = X.descriptors if isinstance(X, LocalDescriptors) else _as_numpy_rows(X)
+        X = X.descriptors if isinstance(X, LocalDescriptors) else as_rows(X, "descriptors")
         if X.shape[1] != self.dim:
             raise ValueError(f"the GMM has {self.dim}-D components, got {X.shape[1]}-D descriptors")
         import torch

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..rows import Estimator
 from .codebook import GMMCodebook
 from .local import as_batch, encode_in_chunks, sum_by_group, weighted_sums_per_image
 from .vlad import power_l2
@@ -39,7 +40,7 @@ PARTS = ("w", "mu", "sigma")
 DEFAULT_PARTS = ("mu", "sigma")
 
 
-class FisherVector:
+class FisherVector(Estimator):
     """Fisher-vector encoder over a fitted :class:`GMMCodebook`: ``encode(local) -> N×dim`` float32.
 
     ``parts``: any of ``"w"`` (K), ``"mu"`` (K·D), ``"sigma"`` (K·D), always laid out in Eq. 2.11's
@@ -56,10 +57,6 @@ class FisherVector:
             raise ValueError(f"parts must be a non-empty subset of {PARTS}, got {parts!r}")
         self.gmm, self.parts, self.alpha = gmm, tuple(p for p in PARTS if p in parts), alpha
         self.normalize, self.whitening = normalize, whitening
-
-    def __repr__(self):
-        return (f"FisherVector(gmm={self.gmm!r}, parts={self.parts}, alpha={self.alpha}, "
-                f"normalize={self.normalize}, whitening={self.whitening!r})")
 
     @property
     def dim(self) -> int:

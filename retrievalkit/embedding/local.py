@@ -24,6 +24,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..rows import as_rows, l2n
+
 log = logging.getLogger(__name__)
 
 SIFT_DIM = 128
@@ -81,7 +83,7 @@ class LocalDescriptors:
         """A batch from rows in any image order (stable sort by image; order within an image is kept)."""
         if isinstance(descriptors, LocalDescriptors):
             return descriptors
-        X = _as_numpy_rows(descriptors)
+        X = as_rows(descriptors, "descriptors")
         index = np.asarray(image_index, dtype=np.int64).ravel()
         if len(index) != len(X):
             raise ValueError(f"image_index has {len(index)} entries for {len(X)} descriptor rows")
@@ -144,23 +146,6 @@ def as_batch(local, image_index=None, n_images: int | None = None) -> LocalDescr
     if image_index is None:
         raise ValueError("flat descriptor rows need their image_index (one image id per row)")
     return LocalDescriptors.from_index(local, image_index, n_images)
-
-
-def _as_numpy_rows(X) -> np.ndarray:
-    if type(X).__module__.split(".")[0] == "torch":
-        X = X.detach().cpu().numpy()
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2:
-        raise ValueError(f"descriptors must be rows (M×D), got shape {X.shape}")
-    return X
-
-
-def l2_rows(X: np.ndarray) -> np.ndarray:
-    """Row-wise ``x / (‖x‖ + 1e-6)`` (the package's L2, :class:`retrievalkit.whitening.L2Normalize`);
-    all-zero rows stay zero."""
-    from ..whitening import L2Normalize
-
-    return L2Normalize().fit_transform(X) if len(X) else X
 
 
 # Padded per-image blocks of at most this many float32 values (≈128 MB) are multiplied at once.
@@ -273,7 +258,7 @@ def conv_columns(maps, normalize: bool = False, chunk: int = 256) -> LocalDescri
         block = np.asarray(maps[start:start + chunk], dtype=np.float32)
         out[start * h * w:(start + len(block)) * h * w] = block.reshape(len(block), c, h * w).transpose(0, 2, 1).reshape(-1, c)
     if normalize:
-        out = l2_rows(out)
+        out = l2n(out)
     return LocalDescriptors(out, np.repeat(np.arange(n), h * w), n)
 
 
@@ -427,7 +412,7 @@ def extract_sift(paths: Iterable, mode: str = "detect", step: int = DENSE_STEP, 
 
 
 __all__ = [
-    "LocalDescriptors", "as_batch", "l2_rows", "sum_by_group", "weighted_sums_per_image",
+    "LocalDescriptors", "as_batch", "sum_by_group", "weighted_sums_per_image",
     "encode_in_chunks", "column_positions", "conv_columns", "rootsift",
     "dense_grid", "sift_descriptors", "extract_sift", "SIFT_DIM",
 ]

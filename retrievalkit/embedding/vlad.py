@@ -21,22 +21,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..whitening import L2Normalize, PowerLaw
+from ..rows import Estimator, l2n, powerlaw
 from .codebook import KMeansCodebook
 from .local import as_batch, encode_in_chunks, sum_by_group
 
 
 def power_l2(V: np.ndarray, alpha: float | None, normalize: bool) -> np.ndarray:
     """Signed power ``sign(v)|v|^alpha`` (skipped for ``alpha=None``) then L2 (when ``normalize``),
-    via :class:`retrievalkit.whitening.PowerLaw` / :class:`~retrievalkit.whitening.L2Normalize`."""
-    if len(V) == 0:
-        return V
-    if alpha is not None:
-        return PowerLaw(alpha=alpha, normalize=normalize).fit_transform(V)
-    return L2Normalize().fit_transform(V) if normalize else V
+    with :func:`retrievalkit.rows.powerlaw` and :func:`~retrievalkit.rows.l2n` (Survey §2.3.2.2)."""
+    V = V if alpha is None else powerlaw(V, alpha)
+    return l2n(V) if normalize else V
 
 
-class VLAD:
+class VLAD(Estimator):
     """VLAD encoder over a fitted :class:`KMeansCodebook`: ``encode(local) -> N×(K·D)`` float32.
 
     ``intra_norm``, ``alpha`` (signed power; ``None`` = off) and ``normalize`` (global L2) select the
@@ -49,10 +46,6 @@ class VLAD:
                  normalize: bool = True, whitening=None):
         self.codebook, self.intra_norm, self.alpha = codebook, intra_norm, alpha
         self.normalize, self.whitening = normalize, whitening
-
-    def __repr__(self):
-        return (f"VLAD(codebook={self.codebook!r}, intra_norm={self.intra_norm}, alpha={self.alpha}, "
-                f"normalize={self.normalize}, whitening={self.whitening!r})")
 
     @property
     def dim(self) -> int:
@@ -79,8 +72,8 @@ class VLAD:
     def _encode_chunk(self, batch) -> np.ndarray:
         blocks = self.residual_sums(batch)
         n, k, d = blocks.shape
-        if self.intra_norm and n:
-            blocks = L2Normalize().fit_transform(blocks.reshape(n * k, d)).reshape(n, k, d)
+        if self.intra_norm:
+            blocks = l2n(blocks)
         vectors = power_l2(blocks.reshape(n, k * d), self.alpha, self.normalize)
         return vectors if self.whitening is None else self.whitening.transform(vectors)
 

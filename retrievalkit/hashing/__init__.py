@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 
-from .codes import ENCODERS, ITQ, LSH, PCASign, pack_codes, quantization_loss, to_bits, to_signs, unpack_codes
+from .codes import HASHERS, ITQ, LSH, PCASign, pack_codes, quantization_loss, to_bits, to_signs, unpack_codes
 from .metrics import bit_balance, bit_correlation, bit_entropy, code_report, fraction_of_ones, mean_abs_correlation
 from .search import binary_index, hamming_distances, hamming_search, hamming_search_numpy
 
@@ -31,7 +31,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "LSH", "PCASign", "ITQ", "ENCODERS", "pack_codes", "unpack_codes", "to_bits", "to_signs", "quantization_loss",
+    "LSH", "PCASign", "ITQ", "HASHERS", "pack_codes", "unpack_codes", "to_bits", "to_signs", "quantization_loss",
     "fraction_of_ones", "bit_balance", "bit_correlation", "mean_abs_correlation", "bit_entropy", "code_report",
     "binary_index", "hamming_distances", "hamming_search", "hamming_search_numpy",
     "DeepHash", "HashHead", "LOSSES", "hash_centers",

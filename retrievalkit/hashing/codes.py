@@ -24,11 +24,10 @@ Code conventions (the whole ``hashing`` package):
 """
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 
-from ..whitening import PCA, NotFittedError, _as_float64, _is_torch
+from ..rows import Estimator, as_rows, is_torch
+from ..whitening import PCA
 
 TRANSFORM_CHUNK = 65536  # rows projected at a time, so encoding 1M rows stays in bounded memory
 DEFAULT_ITQ_ITERATIONS = 50
@@ -41,7 +40,7 @@ _PROTOCOL = (
 
 # --------------------------------------------------------------------------- packing
 def _as_code_array(codes) -> np.ndarray:
-    codes = np.asarray(codes.detach().cpu() if _is_torch(codes) else codes)
+    codes = np.asarray(codes.detach().cpu() if is_torch(codes) else codes)
     if codes.ndim != 2:
         raise ValueError(f"codes must be 2-D (N codes × K bits), got shape {codes.shape}")
     return codes
@@ -94,33 +93,20 @@ def quantization_loss(V: np.ndarray, B: np.ndarray | None = None) -> float:
 
 
 # --------------------------------------------------------------------------- estimators
-class _BinaryEncoder:
+class _BinaryEncoder(Estimator):
     """Shared plumbing: ``transform`` = sign of a linear projection, ``encode`` = packed transform."""
 
     n_bits: int
 
-    def __repr__(self):
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
-
     def _project(self, X: np.ndarray) -> np.ndarray:  # float64 rows → float64 projections (N×K)
         raise NotImplementedError
 
-    def _check_fitted(self):
-        if not hasattr(self, "n_features_in_"):
-            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(X_learn) on learning-split descriptors first")
-
     def projections(self, X) -> np.ndarray:
         """The real-valued projections whose signs are the codes (``N×n_bits`` float64)."""
-        self._check_fitted()
-        if _is_torch(X):
-            X = X.detach().cpu().numpy()
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(f"{type(self).__name__} was fitted on {self.n_features_in_}-D rows, got shape {X.shape}")
+        X = self._check(X)
         out = np.empty((len(X), self.n_bits), dtype=np.float64)
         for start in range(0, len(X), TRANSFORM_CHUNK):
-            out[start : start + TRANSFORM_CHUNK] = self._project(_as_float64(X[start : start + TRANSFORM_CHUNK]))
+            out[start : start + TRANSFORM_CHUNK] = self._project(as_rows(X[start : start + TRANSFORM_CHUNK], dtype=np.float64, finite=True))
         return out
 
     def transform(self, X, *, as_bits: bool = False) -> np.ndarray:
@@ -166,7 +152,7 @@ class LSH(_BinaryEncoder):
         self.n_bits, self.center, self.seed = _check_bits(n_bits), center, seed
 
     def fit(self, X, y=None) -> "LSH":
-        X = _as_float64(X)
+        X = as_rows(X, dtype=np.float64, finite=True)
         self.n_features_in_ = X.shape[1]
         self.mean_ = X.mean(axis=0) if self.center else np.zeros(X.shape[1])
         self.hyperplanes_ = np.random.default_rng(self.seed).standard_normal((X.shape[1], self.n_bits))
@@ -188,7 +174,7 @@ class PCASign(_BinaryEncoder):
         self.n_bits = _check_bits(n_bits)
 
     def fit(self, X, y=None) -> "PCASign":
-        V = self._fit_pca(_as_float64(X))
+        V = self._fit_pca(as_rows(X, dtype=np.float64, finite=True))
         self.quantization_loss_ = quantization_loss(V)
         return self
 
@@ -224,7 +210,7 @@ class ITQ(_BinaryEncoder):
         self.n_bits, self.n_iter, self.seed = _check_bits(n_bits), int(n_iter), seed
 
     def fit(self, X, y=None) -> "ITQ":
-        V = self._fit_pca(_as_float64(X))
+        V = self._fit_pca(as_rows(X, dtype=np.float64, finite=True))
         R = random_rotation(self.n_bits, self.seed)
         VR = V @ R
         B = np.where(VR >= 0, 1.0, -1.0)  # float64, so V.T @ B stays a BLAS product
@@ -244,9 +230,9 @@ class ITQ(_BinaryEncoder):
         return self.pca_.transform(X) @ self.rotation_
 
 
-ENCODERS = {"lsh": LSH, "pca_sign": PCASign, "itq": ITQ}
+HASHERS = {"lsh": LSH, "pca_sign": PCASign, "itq": ITQ}
 
 __all__ = [
-    "LSH", "PCASign", "ITQ", "ENCODERS", "pack_codes", "unpack_codes", "to_bits", "to_signs",
+    "LSH", "PCASign", "ITQ", "HASHERS", "pack_codes", "unpack_codes", "to_bits", "to_signs",
     "quantization_loss", "random_rotation", "TRANSFORM_CHUNK",
 ]
