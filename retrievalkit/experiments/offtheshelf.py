@@ -46,6 +46,7 @@ class Coil:
     small: bool = False
     data_home: object = None
     progress: bool | None = None
+    memo: dict = field(default_factory=dict)  # results that several experiments on these splits reuse
     _splits: dict = field(default_factory=dict)
 
     def split(self, name: str):
