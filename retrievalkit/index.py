@@ -13,6 +13,8 @@ import warnings
 import numpy as np
 import torch
 
+from .rows import as_rows
+
 DEFAULT_QUERY_CHUNK = 1024
 DEFAULT_DB_CHUNK = 65536
 
@@ -131,7 +133,16 @@ def rank(queries, database, k: int | None = None, **kwargs) -> np.ndarray:
 # not change with centring. So pca_pq searches by L2 in the PCA space, and search() turns L2
 # distances into inner products with the identity ‖q − x‖² = 2 − 2<q, x> for unit rows.
 
-INDEX_KINDS = ("exact", "flat", "ivf_flat", "ivf_pq", "hnsw", "sq8", "pca_pq")
+FACTORY = {  # kind -> faiss index_factory string; "np": no polysemous training, as faiss's PQ constructors
+    "flat": "Flat",
+    "ivf_flat": "IVF{nlist},Flat",
+    "ivf_pq": "IVF{nlist},PQ{pq_m}x{pq_bits}np",
+    "hnsw": "HNSW{hnsw_M},Flat",
+    "sq8": "SQ8",
+    "pca_pq": "PCA{pca_dim},PQ{pq_m}x{pq_bits}np",
+}
+REFINE = {"flat": ",RFlat", "sq8": ",Refine(SQ8)"}  # ivf_pq's refine=: re-rank with full / 8-bit vectors
+INDEX_KINDS = ("exact", *FACTORY)
 TRAINED_KINDS = frozenset({"ivf_flat", "ivf_pq", "sq8", "pca_pq"})
 BUILD_PARAMS = {
     "exact": ("device",),
@@ -148,18 +159,17 @@ DEFAULT_PQ_BITS = 8
 DEFAULT_HNSW_M = 32
 DEFAULT_EF_CONSTRUCTION = 40
 DEFAULT_SINGLE_QUERIES = 100
-REFINE_KINDS = ("flat", "sq8")
 
 
 class ExactIndex:
-    """The ``"exact"`` kind: database rows searched by :func:`exact_search` (torch, chunked, ties → lower id)."""
+    """The ``"exact"`` kind: database rows searched by :func:`knn` (torch, chunked, ties → lower id)."""
 
     def __init__(self, xb, device="cpu"):
         self.xb = np.ascontiguousarray(xb, dtype=np.float32)
         self.d, self.ntotal, self.device = self.xb.shape[1], len(self.xb), device
 
     def search(self, xq, k):
-        return exact_search(xq, self.xb, k, device=self.device)
+        return knn(xq, self.xb, k, device=self.device)
 
     @property
     def nbytes(self) -> int:
@@ -167,15 +177,6 @@ class ExactIndex:
 
     def __repr__(self):
         return f"ExactIndex(ntotal={self.ntotal}, d={self.d}, device={self.device!r})"
-
-
-def _rows(x, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2 or len(x) == 0:
-        raise ValueError(f"{name} must be non-empty 2-D descriptor rows (N×D), got shape {x.shape}")
-    return x
 
 
 def _divisor_at_most(d: int, limit: int) -> int:
@@ -197,19 +198,40 @@ def _check_pq(d: int, pq_m: int | None, pq_bits: int, n_train: int, kind: str) -
     return pq_m
 
 
+def factory_string(kind: str, d: int, n_db: int, n_train: int = 0, **params) -> str:
+    """The faiss ``index_factory`` string of a ``kind`` with its defaults filled in (e.g. ``"IVF60,PQ8x8"``)."""
+    p = {"hnsw_M": DEFAULT_HNSW_M, "pq_bits": DEFAULT_PQ_BITS, **params}
+    if kind in ("ivf_flat", "ivf_pq"):
+        p["nlist"] = int(p.get("nlist") or _default_nlist(n_db, n_train))
+        if p["nlist"] > n_train:
+            raise ValueError(f"build_index({kind!r}): nlist={p['nlist']} lists need at least as many training rows, "
+                             f"got {n_train}")
+    if kind == "pca_pq":
+        p["pca_dim"] = int(p.get("pca_dim") or d // 2)
+        if not 0 < p["pca_dim"] <= d:
+            raise ValueError(f"build_index('pca_pq'): pca_dim must be in 1..{d}, got {p['pca_dim']}")
+    if kind in ("ivf_pq", "pca_pq"):
+        p["pq_m"] = _check_pq(p.get("pca_dim", d), p.get("pq_m"), int(p["pq_bits"]), n_train, kind)
+    refine = p.get("refine")
+    if refine is not None and refine not in REFINE:
+        raise ValueError(f"refine must be one of {tuple(REFINE)} or None, got {refine!r}")
+    return FACTORY[kind].format(**p) + (REFINE[refine] if refine else "")
+
+
 def build_index(kind: str, xb, *, xtrain=None, **params):
     """Build a ``kind`` index over the database rows ``xb`` (N×D float32, L2-normalised).
 
-    Kinds (faiss unless said otherwise; similarity = inner product, see the note above):
+    Each faiss kind is an ``index_factory`` string (:data:`FACTORY`, :func:`factory_string`);
+    similarity = inner product, see the note above:
 
-    * ``"exact"`` — :class:`ExactIndex` (torch, ``device=``); ``"flat"`` — ``IndexFlatIP``.
-    * ``"ivf_flat"`` — ``IndexIVFFlat`` with ``nlist`` lists (default ``min(4·√N, n_train/39)``).
-    * ``"ivf_pq"`` — ``IndexIVFPQ``: ``nlist``, ``pq_m`` sub-quantisers (default ``D/8``) of
-      ``pq_bits`` bits; ``refine="flat"|"sq8"`` wraps it in ``IndexRefine`` (re-rank ``k·k_factor``
+    * ``"exact"`` — :class:`ExactIndex` (torch, ``device=``); ``"flat"`` — ``Flat``.
+    * ``"ivf_flat"`` — ``IVF{nlist},Flat``, ``nlist`` lists (default ``min(4·√N, n_train/39)``).
+    * ``"ivf_pq"`` — ``IVF{nlist},PQ{pq_m}x{pq_bits}``, ``pq_m`` sub-quantisers (default ``D/8``);
+      ``refine="flat"|"sq8"`` appends ``RFlat`` / ``Refine(SQ8)`` (re-rank ``k·k_factor``
       candidates with full / 8-bit vectors, at that memory cost).
-    * ``"hnsw"`` — ``IndexHNSWFlat`` (``hnsw_M`` links, ``efConstruction``); no training.
-    * ``"sq8"`` — ``IndexScalarQuantizer`` with 8 bits per dimension (ranges are trained).
-    * ``"pca_pq"`` — ``IndexPreTransform(PCAMatrix(D, pca_dim), IndexPQ)``, default ``pca_dim = D/2``.
+    * ``"hnsw"`` — ``HNSW{hnsw_M},Flat`` (``efConstruction`` set after creation); no training.
+    * ``"sq8"`` — ``SQ8``, 8 bits per dimension (ranges are trained).
+    * ``"pca_pq"`` — ``PCA{pca_dim},PQ{pq_m}x{pq_bits}``, default ``pca_dim = D/2``, L2 metric.
 
     **Protocol.** Trained kinds (``TRAINED_KINDS``: IVF centroids, PQ codebooks, SQ ranges, PCA)
     train ONLY on ``xtrain``, the learning split, and raise ``ValueError`` without it — they never
@@ -223,61 +245,29 @@ def build_index(kind: str, xb, *, xtrain=None, **params):
     if unknown:
         raise ValueError(f"build_index({kind!r}) got unexpected parameters {unknown}; it takes {sorted(BUILD_PARAMS[kind])} "
                          f"(search-time {list(RUNTIME_PARAMS)} go to search())")
-    xb = _rows(xb, "xb")
-    d = xb.shape[1]
-    if kind in TRAINED_KINDS:
-        if xtrain is None:
-            raise ValueError(
-                f"build_index({kind!r}) must be trained: pass xtrain=<learning-split descriptors>. "
-                f"It never trains on the database (xb); see Survey §2.1.2 and notebooks/08_indexing_and_efficiency"
-            )
+    xb = as_rows(xb, "xb", allow_empty=False)
+    if kind == "exact":
+        return ExactIndex(xb, **params)
+    if kind not in TRAINED_KINDS:
+        xtrain = None
+    elif xtrain is None:
+        raise ValueError(
+            f"build_index({kind!r}) must be trained: pass xtrain=<learning-split descriptors>. "
+            f"It never trains on the database (xb); see Survey §2.1.2 and notebooks/08_indexing_and_efficiency"
+        )
+    else:
         if isinstance(xtrain, np.ndarray) and np.may_share_memory(xtrain, xb):
             warnings.warn(f"build_index({kind!r}): xtrain shares memory with the database xb; "
                           f"train on the learning split, not on the rows being searched", stacklevel=2)
-        xtrain = _rows(xtrain, "xtrain")
-        if xtrain.shape[1] != d:
-            raise ValueError(f"xtrain has {xtrain.shape[1]} columns, xb {d}")
-    ip = faiss.METRIC_INNER_PRODUCT
-
-    if kind == "exact":
-        return ExactIndex(xb, **params)
-    if kind == "flat":
-        index = faiss.IndexFlatIP(d)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, int(params.get("hnsw_M", DEFAULT_HNSW_M)), ip)
+        xtrain = as_rows(xtrain, "xtrain", allow_empty=False)
+        if xtrain.shape[1] != xb.shape[1]:
+            raise ValueError(f"xtrain has {xtrain.shape[1]} columns, xb {xb.shape[1]}")
+    build = {p: v for p, v in params.items() if p != "efConstruction"}
+    spec = factory_string(kind, xb.shape[1], len(xb), 0 if xtrain is None else len(xtrain), **build)
+    index = faiss.index_factory(xb.shape[1], spec, faiss.METRIC_L2 if kind == "pca_pq" else faiss.METRIC_INNER_PRODUCT)
+    if kind == "hnsw":
         index.hnsw.efConstruction = int(params.get("efConstruction", DEFAULT_EF_CONSTRUCTION))
-    elif kind == "sq8":
-        index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, ip)
-    elif kind in ("ivf_flat", "ivf_pq"):
-        nlist = params.get("nlist") or _default_nlist(len(xb), len(xtrain))
-        if nlist > len(xtrain):
-            raise ValueError(f"build_index({kind!r}): nlist={nlist} lists need at least as many training rows, got {len(xtrain)}")
-        quantizer = faiss.IndexFlatIP(d)
-        if kind == "ivf_flat":
-            index = faiss.IndexIVFFlat(quantizer, d, int(nlist), ip)
-        else:
-            pq_bits = int(params.get("pq_bits", DEFAULT_PQ_BITS))
-            pq_m = _check_pq(d, params.get("pq_m"), pq_bits, len(xtrain), kind)
-            index = faiss.IndexIVFPQ(quantizer, d, int(nlist), pq_m, pq_bits, ip)
-            refine = params.get("refine")
-            if refine is not None:
-                if refine not in REFINE_KINDS:
-                    raise ValueError(f"refine must be one of {REFINE_KINDS} or None, got {refine!r}")
-                if refine == "flat":
-                    reranker = faiss.IndexFlatIP(d)
-                else:
-                    reranker = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, ip)
-                index = faiss.IndexRefine(index, reranker)
-    else:  # pca_pq
-        pca_dim = int(params.get("pca_dim") or d // 2)
-        if not 0 < pca_dim <= d:
-            raise ValueError(f"build_index('pca_pq'): pca_dim must be in 1..{d}, got {pca_dim}")
-        pq_bits = int(params.get("pq_bits", DEFAULT_PQ_BITS))
-        pq_m = _check_pq(pca_dim, params.get("pq_m"), pq_bits, len(xtrain), kind)
-        pca = faiss.PCAMatrix(d, pca_dim)
-        pq = faiss.IndexPQ(pca_dim, pq_m, pq_bits, faiss.METRIC_L2)
-        index = faiss.IndexPreTransform(pca, pq)
-    if kind in TRAINED_KINDS:
+    if xtrain is not None:
         index.train(xtrain)
     index.add(xb)
     return index
@@ -320,7 +310,7 @@ def search(index, xq, k: int, *, nprobe: int | None = None, efSearch: int | None
     Where an approximate index finds fewer than k results the rest have id −1. Tie order is
     defined (lower id first) only for ``"exact"``.
     """
-    xq = _rows(xq, "xq")
+    xq = as_rows(xq, "xq", allow_empty=False)
     k = min(int(k), index.ntotal)
     if k <= 0:
         raise ValueError("k must be positive and the index non-empty")
@@ -361,31 +351,46 @@ def knn_recall(ids, ground_truth_ids, k: int | None = None) -> float:
     return float(hits.sum(axis=1).mean() / k)
 
 
+def time_queries(search, n_queries: int, *, repeats: int = 3, single_queries: int = DEFAULT_SINGLE_QUERIES,
+                 batch: bool = True) -> tuple[dict, object]:
+    """Wall-clock ms per query of ``search(rows)``, where ``rows`` is a slice of the query positions.
+
+    Batch: all queries in one call (``search(slice(None))``), the best of ``repeats``. Single: one
+    query at a time, as an interactive system would; after a warm-up call, each of the first
+    ``single_queries`` takes the best of ``repeats``, and the median over them is reported (both
+    resist other jobs sharing the cores). Returns the timings and the last batch result (None
+    with ``batch=False``). Survey Table 2.1 (time per query).
+    """
+    repeats, out, batch_s = max(1, repeats), None, float("nan")
+
+    def best(rows) -> float:
+        nonlocal out
+        t = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            result = search(rows)
+            t = min(t, time.perf_counter() - start)
+        out = result if rows == slice(None) else out
+        return t
+
+    if batch:
+        batch_s = best(slice(None))
+    n = min(single_queries, n_queries)
+    if n:
+        search(slice(0, 1))
+    single = [best(slice(i, i + 1)) for i in range(n)]
+    return {"ms_per_query_batch": 1e3 * batch_s / n_queries,
+            "ms_per_query_single": 1e3 * float(np.median(single)) if n else None,
+            "queries_per_s": n_queries / batch_s if batch_s > 0 else float("inf")}, out
+
+
 def measure_search(index, xq, k: int = 10, ground_truth_ids=None, *, single_queries: int = DEFAULT_SINGLE_QUERIES,
                    repeats: int = 1, **runtime) -> dict:
-    """Time :func:`search` on a built index: batch and one-query-at-a-time ms per query, recall@k.
-
-    ``single_queries`` (the first ones of ``xq``) are searched one by one, as an interactive
-    system would; the batch time searches all of ``xq`` in one call (the best of ``repeats``).
-    Recall is None without ``ground_truth_ids``.
-    """
-    xq = _rows(xq, "xq")
-    batch_s = float("inf")
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        _, ids = search(index, xq, k, **runtime)
-        batch_s = min(batch_s, time.perf_counter() - start)
-    n_single = min(single_queries, len(xq))
-    start = time.perf_counter()
-    for i in range(n_single):
-        search(index, xq[i : i + 1], k, **runtime)
-    single_s = time.perf_counter() - start
-    return {
-        "ms_per_query_batch": 1e3 * batch_s / len(xq),
-        "ms_per_query_single": 1e3 * single_s / n_single if n_single else None,
-        "queries_per_s": len(xq) / batch_s if batch_s > 0 else float("inf"),
-        f"recall@{k}": None if ground_truth_ids is None else knn_recall(ids, ground_truth_ids, k),
-    }
+    """:func:`time_queries` of :func:`search` on a built index, plus ``recall@k`` (None without ``ground_truth_ids``)."""
+    xq = as_rows(xq, "xq", allow_empty=False)
+    timing, (_, ids) = time_queries(lambda rows: search(index, xq[rows], k, **runtime), len(xq), repeats=repeats,
+                                    single_queries=single_queries)
+    return {**timing, f"recall@{k}": None if ground_truth_ids is None else knn_recall(ids, ground_truth_ids, k)}
 
 
 def measure(kind: str, xb, xq, xtrain=None, k: int = 10, ground_truth_ids=None, *,
@@ -394,18 +399,18 @@ def measure(kind: str, xb, xq, xtrain=None, k: int = 10, ground_truth_ids=None, 
 
     Fields: ``kind, n, d, k``, the parameters, ``build_s`` (train + add), ``bytes_per_vector``
     (:func:`index_bytes` / N), ``ms_per_query_batch``, ``ms_per_query_single``, ``queries_per_s``
-    and ``recall@k`` against exact search (computed here with :func:`exact_search` unless
+    and ``recall@k`` against exact search (computed here with :func:`knn` unless
     ``ground_truth_ids`` is given). ``params`` mixes build parameters (see :func:`build_index`)
     and run-time ones (``nprobe``, ``efSearch``, ``k_factor``). Timings are wall clock on a
     machine that may be shared: compare rows measured together.
     """
-    xb, xq = _rows(xb, "xb"), _rows(xq, "xq")
+    xb, xq = as_rows(xb, "xb", allow_empty=False), as_rows(xq, "xq", allow_empty=False)
     runtime = {name: params.pop(name) for name in RUNTIME_PARAMS if name in params}
     start = time.perf_counter()
     index = build_index(kind, xb, xtrain=xtrain, **params)
     build_s = time.perf_counter() - start
     if ground_truth_ids is None:
-        ground_truth_ids = exact_search(xq, xb, k)[1]
+        ground_truth_ids = knn(xq, xb, k)[1]
     row = {"kind": kind, "n": len(xb), "d": xb.shape[1], "k": k, **params, **runtime,
            "build_s": build_s, "bytes_per_vector": index_bytes(index) / len(xb)}
     row.update(measure_search(index, xq, k, ground_truth_ids, single_queries=single_queries, repeats=repeats, **runtime))

@@ -134,3 +134,38 @@ def test_knn_recall_and_argument_checks(data):
         I.build_index("lsh", xb)
     with pytest.raises(ValueError, match="pq_m=5"):
         I.build_index("ivf_pq", xb, xtrain=xtrain, pq_m=5)
+
+
+def test_each_kind_is_a_faiss_factory_string_with_its_defaults_filled():
+    assert I.factory_string("flat", 64, 1000) == "Flat"
+    assert I.factory_string("ivf_flat", 64, 1000, 3900) == "IVF100,Flat"  # min(4·√N, n_train/39)
+    assert I.factory_string("ivf_pq", 64, 1000, 3900, nlist=8, refine="sq8") == "IVF8,PQ8x8np,Refine(SQ8)"
+    assert I.factory_string("pca_pq", 64, 1000, 3900, pq_bits=6) == "PCA32,PQ4x6np"
+    assert I.factory_string("hnsw", 64, 1000, hnsw_M=16) == "HNSW16,Flat"
+    with pytest.raises(ValueError, match="refine must be one of"):
+        I.factory_string("ivf_pq", 64, 1000, 3900, refine="pq")
+
+
+def test_built_indexes_keep_the_classes_metric_and_build_knobs(data):
+    xtrain, xb, _ = data
+    pca = I.build_index("pca_pq", xb, xtrain=xtrain, pq_bits=6)
+    assert pca.metric_type == faiss.METRIC_L2 and faiss.downcast_VectorTransform(pca.chain.at(0)).d_out == D // 2
+    hnsw = I.build_index("hnsw", xb, efConstruction=80)
+    assert hnsw.metric_type == faiss.METRIC_INNER_PRODUCT and hnsw.hnsw.efConstruction == 80
+    ivfpq = I.build_index("ivf_pq", xb, xtrain=xtrain, nlist=8, pq_m=4, pq_bits=6)
+    assert isinstance(ivfpq, faiss.IndexIVFPQ) and ivfpq.by_residual and not ivfpq.do_polysemous_training
+
+
+def test_time_queries_reports_batch_and_median_single_times():
+    calls = []
+
+    def search(rows):
+        calls.append(rows)
+        return rows
+
+    timing, out = I.time_queries(search, 10, repeats=2, single_queries=3)
+    assert out == slice(None) and timing["ms_per_query_batch"] >= 0 and timing["ms_per_query_single"] >= 0
+    # batch twice, one warm-up query, then each of 3 queries twice
+    assert calls == [slice(None)] * 2 + [slice(0, 1)] + [slice(i, i + 1) for i in range(3) for _ in range(2)]
+    timing, out = I.time_queries(search, 10, single_queries=0, batch=False)
+    assert out is None and timing["ms_per_query_single"] is None
