@@ -104,6 +104,24 @@ def mean_ap(ids, gnd, mode: str = "trapezoid") -> float:
     return mean_scored(average_precision(ids, gnd, mode))
 
 
+def leave_one_out_map(x=None, labels=None, *, scores=None, mode: str = "trapezoid") -> float:
+    """Leave-one-out mAP, the validation score of every trained head: each row queries all the others.
+
+    Positives share the query's label, the query itself is junk (:func:`label_ground_truth`).
+    Rows are ranked by :func:`retrievalkit.index.knn` on ``x`` (inner products), or by a given
+    Q×Q ``scores`` matrix (higher = closer, e.g. ``B @ B.T`` of ±1 hash codes); equal scores keep
+    the lower row first either way. ``mode`` as in :func:`average_precision` ("finite" for the
+    hashing literature's mAP). Survey §2.5.2 (Eq. 2.21).
+    """
+    if scores is None:
+        from .index import knn
+
+        ids = knn(x, x)[1]
+    else:
+        ids = np.argsort(-np.asarray(scores, dtype=np.float64), axis=1, kind="stable")
+    return mean_ap(ids, label_ground_truth(labels), mode)
+
+
 def _unscored_as_nan(values: np.ndarray, gnd) -> np.ndarray:
     return np.where(_n_positives(gnd) > 0, values, np.nan)
 

@@ -63,3 +63,48 @@ def test_faiss_flat_and_exact_index_return_the_same_ranking():
     np.testing.assert_array_equal(i_flat, i_knn)
     np.testing.assert_allclose(s_flat, s_knn, atol=1e-5)
     np.testing.assert_array_equal(I.search(I.build_index("exact", xb), xq, 10)[1], i_knn)
+
+
+def _loop_loo_map(x, labels, mode="trapezoid"):
+    """Leave-one-out mAP by an explicit loop: each row ranks the others by inner product (stable)."""
+    aps = []
+    for q in range(len(x)):
+        others = [j for j in np.argsort(-(x @ x[q]).astype(np.float64), kind="stable") if j != q]
+        hits = np.array([labels[j] == labels[q] for j in others])
+        if not hits.any():
+            continue
+        ranks = np.flatnonzero(hits)  # 0-based ranks of the positives
+        precision = (np.arange(len(ranks)) + 1) / (ranks + 1)
+        if mode == "finite":
+            aps.append(precision.mean())
+        else:  # trapezoid: mean of the precision before and at each positive (Philbin et al.)
+            before = np.where(ranks > 0, np.arange(len(ranks)) / np.maximum(ranks, 1), 1.0)
+            aps.append(((before + precision) / 2).mean())
+    return float(np.mean(aps))
+
+
+@pytest.mark.parametrize("mode", ["trapezoid", "finite"])
+def test_leave_one_out_map_equals_a_loop_and_its_scores_form(mode):
+    from retrievalkit import evaluate
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 6, 80)
+    x = (rng.integers(-2, 3, (80, 6)) + 2 * np.eye(6)[labels]).astype(np.float32)  # integer scores: many ties
+    want = _loop_loo_map(x, labels, mode)
+    assert evaluate.leave_one_out_map(x, labels, mode=mode) == pytest.approx(want, abs=1e-12)
+    assert evaluate.leave_one_out_map(labels=labels, scores=x @ x.T, mode=mode) == pytest.approx(want, abs=1e-12)
+
+
+def test_hamming_search_faiss_numpy_and_knn_on_signs_agree():
+    from retrievalkit import hashing as H
+
+    rng = np.random.default_rng(4)
+    signs = np.where(rng.random((3000, 16)) < 0.5, -1, 1)  # 16 bits: thousands of exact ties
+    q = signs[:25]
+    s_faiss, i_faiss = H.hamming_search(q, signs, 40, packed=False)
+    s_numpy, i_numpy = H.hamming_search_numpy(q, signs, 40, packed=False)
+    s_knn, i_knn = I.knn(q, signs, 40)
+    np.testing.assert_array_equal(i_faiss, i_knn)
+    np.testing.assert_array_equal(i_numpy, i_knn)
+    np.testing.assert_array_equal(s_faiss, s_knn.astype(np.int32))  # K − 2·Hamming = ±1 inner product
+    np.testing.assert_array_equal(s_numpy, s_faiss)
