@@ -53,7 +53,10 @@ METHODS = ("triplet", "ap") if SMALL else ("ce", "regression", "contrastive", "t
 #
 # Descriptors are L2-normalised rows, so the squared distance of Eq. (2.14) is `D = ‖a − b‖² = 2 − 2 cos`,
 # between 0 and 4. A pair label `s` is 1 for two views of the same object. Each line below is the
-# equation; the library's module must give the same number.
+# equation; the library's module must give the same number. Every loss is called the way
+# pytorch-metric-learning calls its losses, `loss(embeddings, labels, indices_tuple)`: the batch's rows,
+# and which rows form pairs `(a, b, same)` or triplets `(a, p, n)` (left out, every pair or triplet the
+# labels allow). Here the batch is `[a; b; n]`, so pair `i` is rows `i` and `6 + i`.
 
 # %%
 g = torch.Generator().manual_seed(0)
@@ -64,10 +67,12 @@ D = lambda u, v: ((u - v) ** 2).sum(1)  # Eq. 2.14
 siamese = (0.5 * s * D(a, b) + 0.5 * (1 - s) * (0.7 - D(a, b)).clamp(min=0)).mean()  # Eq. 2.16
 double = (0.5 * s * (D(a, b) - 0.2).clamp(min=0) + 0.5 * (1 - s) * (0.7 - D(a, b)).clamp(min=0)).mean()  # Eq. 2.19
 triplet = (0.1 + D(a, b) - D(a, n)).clamp(min=0).mean()  # Eq. 2.17
-assert_allclose(L.ContrastiveLoss(0.7)(a, b, s).item(), siamese.item(), rtol=1e-6)
-assert_allclose(L.DoubleMarginContrastiveLoss(0.2, 0.7)(a, b, s).item(), double.item(), rtol=1e-6)
-assert_allclose(L.DoubleMarginContrastiveLoss(0.0, 0.7)(a, b, s).item(), siamese.item(), rtol=1e-6)  # m1 = 0
-assert_allclose(L.TripletLoss(0.1)(a, b, n).item(), triplet.item(), rtol=1e-6)
+batch, i = torch.cat([a, b, n]), torch.arange(6)
+pairs, triplets = (i, 6 + i, s.bool()), (i, 6 + i, 12 + i)
+assert_allclose(L.ContrastiveLoss(0.7)(batch, None, pairs).item(), siamese.item(), rtol=1e-6)
+assert_allclose(L.DoubleMarginContrastiveLoss(0.2, 0.7)(batch, None, pairs).item(), double.item(), rtol=1e-6)
+assert_allclose(L.DoubleMarginContrastiveLoss(0.0, 0.7)(batch, None, pairs).item(), siamese.item(), rtol=1e-6)  # m1 = 0
+assert_allclose(L.TripletLoss(0.1)(batch, None, triplets).item(), triplet.item(), rtol=1e-6)
 
 ce = L.CosineClassifierLoss(8, 3, temperature=0.1)
 y = torch.tensor([0, 1, 2, 0, 1, 2])
@@ -75,7 +80,8 @@ p_hat = torch.softmax(rk.nn.functional.l2n(a) @ rk.nn.functional.l2n(ce.weight).
 cross_entropy = -(torch.nn.functional.one_hot(y, 3) * p_hat.log()).sum(1).mean()  # Eq. 2.13
 assert_allclose(ce(a, y).item(), cross_entropy.item(), rtol=1e-5)
 joint = L.JointLoss(8, 3, alpha=1.0, beta=0.5)
-assert_allclose(joint(a, b, n, a, y).item(), (L.TripletLoss(0.1)(a, b, n) + 0.5 * joint.ce(a, y)).item(), rtol=1e-6)
+y3 = torch.cat([y, y, (y + 1) % 3])  # labels of the 18 rows: the CE term classifies every one
+assert_allclose(joint(batch, y3, triplets).item(), (triplet + 0.5 * joint.ce(batch, y3)).item(), rtol=1e-6)
 print(f"Siamese {siamese:.4f}  double-margin {double:.4f}  triplet {triplet:.4f}  CE {cross_entropy:.4f}")
 
 # %% [markdown]
@@ -89,7 +95,7 @@ reg = L.PairRegressionLoss(8, margin=0.1)
 score = (a * b) @ reg.weight[:8] + (a - b).abs() @ reg.weight[8:]
 sim = (a * b).sum(1)
 by_hand = (score - s * (sim + 0.1) - (1 - s) * (sim - 0.1)).abs().mean()  # Eq. 2.15
-assert_allclose(reg(a, b, s).item(), by_hand.item(), rtol=1e-6)
+assert_allclose(reg(batch, None, pairs).item(), by_hand.item(), rtol=1e-6)
 assert_allclose(score.detach(), sim, atol=1e-6)  # before training S_W is the cosine
 
 # %% [markdown]

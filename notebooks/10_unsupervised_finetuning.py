@@ -119,7 +119,7 @@ labels = data.train.labels  # diagnostics only
 pd.DataFrame([{"anchors": len(anchors),
                "positives per anchor": np.mean([len(p) for p in mined.positives]),
                "hard negatives per anchor": np.mean([len(n) for n in mined.negatives]),
-               **E._mining_stats(mined, labels)}]).round(3)
+               **E.mining_stats(mined, labels)}]).round(3)
 
 # %% [markdown]
 # ## 3 · Fine-tuning with mined tuples, and with k-means pseudo-labels

@@ -10,7 +10,8 @@ from PIL import Image
 from retrievalkit import nn as rnn
 from retrievalkit.nn import attention as A
 from retrievalkit.nn import functional as F
-from retrievalkit.projection import leave_one_out_map
+from retrievalkit.projection import LearnedAttention, leave_one_out_map
+from retrievalkit.rows import NotFittedError
 
 ALL_KINDS = ("crow", "sum", "max", "cam", "learned")
 
@@ -161,7 +162,12 @@ def synthetic_maps(n_classes, per_class, c=16, h=4, w=5, n_signal=2, seed=0, lab
     return maps.reshape(len(labels), c, h, w), labels
 
 
-TRAIN = dict(hidden=32, epochs=6, lr=1e-2, batch_size=32, seed=0, device="cpu")
+TRAIN = dict(epochs=6, lr=1e-2, batch_size=32, seed=0, device="cpu")
+
+
+def train(*data, hidden=32, **kw):
+    model = LearnedAttention(hidden, **{**TRAIN, **kw}).fit(*data)
+    return model.head_, model.history_
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +180,7 @@ def learn_and_val():
 
 @pytest.fixture(scope="module")
 def trained(learn_and_val):
-    return A.train_attention(*learn_and_val, **TRAIN)
+    return train(*learn_and_val)
 
 
 def test_training_lowers_the_loss_and_improves_validation_map(learn_and_val, trained):
@@ -201,18 +207,27 @@ def test_the_returned_head_is_the_best_validation_epoch(learn_and_val, trained):
 
 
 def test_training_is_seeded(learn_and_val, trained):
-    _, history = A.train_attention(*learn_and_val, **TRAIN)
+    _, history = train(*learn_and_val)
     assert history == trained[1]
-    _, other = A.train_attention(*learn_and_val, **{**TRAIN, "seed": 1, "epochs": 1})
+    _, other = train(*learn_and_val, seed=1, epochs=1)
     assert other != trained[1][:2]
 
 
 def test_training_rejects_mismatched_labels(learn_and_val):
     maps_learn, labels_learn, maps_val, labels_val = learn_and_val
     with pytest.raises(ValueError, match="one label per map"):
-        A.train_attention(maps_learn, labels_learn[:-1], **TRAIN)
+        train(maps_learn, labels_learn[:-1])
     with pytest.raises(ValueError, match="go together"):
-        A.train_attention(maps_learn, labels_learn, maps_val, None, **TRAIN)
+        train(maps_learn, labels_learn, maps_val, None)
+
+
+def test_learned_attention_is_an_estimator(learn_and_val, trained):
+    maps_learn, labels_learn, maps_val, _ = learn_and_val
+    with pytest.raises(NotFittedError, match="not fitted"):
+        LearnedAttention().transform(maps_val)
+    model = LearnedAttention(32, **{**TRAIN, "epochs": 2}).fit(maps_learn, labels_learn)
+    assert model.best_epoch_ == 2 and [r["epoch"] for r in model.history_] == [0, 1, 2]  # no validation: last
+    np.testing.assert_array_equal(model.transform(maps_val), A.attention_descriptors(maps_val, model.head_))
 
 
 # --------------------------------------------------------------------------- overlay

@@ -15,7 +15,7 @@ from retrievalkit import embedding as emb
 from retrievalkit import whitening
 from retrievalkit.experiments import embedding as E
 from retrievalkit.experiments.offtheshelf import Coil
-from retrievalkit.nn import attention as att
+from retrievalkit.projection import LearnedAttention
 
 TINY_GRID = {"bow": (16,), "vlad": (4,), "fv": (4,)}
 METRICS = {"protocol", "mAP", "mAP_finite", "mP@10"}
@@ -47,8 +47,8 @@ def spied():
     spy(emb.BoW, "fit_idf", "idf", lambda self, local, *a, split=None, **k: (local, split))
     spy(whitening.PCA, "fit", "pca", lambda self, X, y=None: (np.asarray(X).copy(), None))
     spy(whitening.PCAWhitening, "fit", "pcaw", lambda self, X, y=None: (np.asarray(X).copy(), None))
-    spy(att, "train_attention", "attention",
-        lambda maps, labels, maps_val=None, labels_val=None, **k: ((maps, labels, maps_val, labels_val), None))
+    spy(LearnedAttention, "fit", "attention",
+        lambda self, maps, labels, maps_val=None, labels_val=None: ((maps, labels, maps_val, labels_val), None))
     try:
         coil = Coil(small=True, progress=False)
         with warnings.catch_warnings():

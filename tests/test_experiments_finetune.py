@@ -36,7 +36,7 @@ def test_step_finetune_small_writes_tables_and_figures(tmp_path, home, monkeypat
     from retrievalkit.experiments.finetune_steps import STEPS
     from retrievalkit.experiments.reproduce import Run
 
-    monkeypatch.setattr(E, "METHODS", tuple(m for m in E.METHODS if m[0] in STEP_METHODS))
+    monkeypatch.setattr(E, "METHODS", tuple(m for m in E.METHODS if m.name in STEP_METHODS))
     run = Run(figures=tmp_path / "fig", results=tmp_path / "res", small=True, progress=False, data_home=home)
     run.figures.mkdir()
     run.results.mkdir()
@@ -47,7 +47,7 @@ def test_step_finetune_small_writes_tables_and_figures(tmp_path, home, monkeypat
                  "table_2_3_reported_vs_ours.png"):
         assert name in names and (run.figures / name if name.endswith(".png") else run.results / name).is_file()
     scores = pd.read_csv(run.results / "finetune.csv")
-    methods = [m[0] for m in E.METHODS]
+    methods = [m.name for m in E.METHODS]
     assert list(dict.fromkeys(scores.loc[scores["stage"] == "after", "method"])) == methods
     assert set(scores["protocol"]) == {"all", "easy", "hard"}
     assert (scores.groupby(["stage", "method"]).size() == 3).all()
@@ -77,3 +77,15 @@ def test_step_finetune_small_writes_tables_and_figures(tmp_path, home, monkeypat
 def test_unknown_method_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown fine-tuning method 'tripplet'"):
         E.run_method(None, "tripplet")
+
+
+def test_methods_are_named_rows_whose_losses_exist():
+    from retrievalkit.finetune import losses as L
+
+    assert len({m.name for m in E.METHODS}) == len(E.METHODS)
+    for m in E.METHODS:
+        assert E.method_named(m.name) is m and m.supervision in ("supervised", "unsupervised")
+        L.build(m.loss, 8, 3, **m.loss_kwargs)  # every row's loss builds with its keyword arguments
+    assert E.method_named("joint")._asdict() == {"name": "joint", "supervision": "supervised", "loss": "joint",
+                                                 "loss_kwargs": {"alpha": 1.0, "beta": 0.1}, "equation": "2.18",
+                                                 "survey_loss": "Triplet Loss"}

@@ -1,4 +1,5 @@
-"""Each §2.4 loss against its equation written out with explicit loops on tiny tensors (Survey Eqs. 2.13–2.19)."""
+"""Each §2.4 loss against its equation written out with explicit loops on tiny tensors (Survey Eqs. 2.13–2.19),
+called the pytorch-metric-learning way: ``loss(embeddings, labels, indices_tuple)``."""
 from __future__ import annotations
 
 import math
@@ -10,6 +11,7 @@ from numpy.testing import assert_allclose
 
 from retrievalkit.evaluate import ap_from_ranks
 from retrievalkit.finetune import losses as L
+from retrievalkit.finetune import miners
 
 
 def _unit(n, d, seed):
@@ -29,6 +31,17 @@ def _pairs():
     return a, b, s
 
 
+def pairs(loss, a, b, s):
+    """``loss`` on the pairs (a_i, b_i, s_i), given as rows of one batch and an index tuple."""
+    i = torch.arange(len(a))
+    return loss(torch.cat([a, b]), None, (i, i + len(a), s.bool()))
+
+
+def triplets(loss, a, p, n, labels=None):
+    i = torch.arange(len(a))
+    return loss(torch.cat([a, p, n]), labels, (i, i + len(a), i + 2 * len(a)))
+
+
 def test_squared_distance_is_eq_2_14():
     a, b, _ = _pairs()
     assert_allclose(L.sq_distance(a, b).numpy(), [_d(a[i], b[i]) for i in range(6)], rtol=1e-12)
@@ -39,7 +52,7 @@ def test_contrastive_is_eq_2_16():
     m = 0.7
     want = np.mean([0.5 * s[i].item() * _d(a[i], b[i]) + 0.5 * (1 - s[i].item()) * max(0.0, m - _d(a[i], b[i]))
                     for i in range(6)])
-    assert_allclose(L.ContrastiveLoss(m)(a, b, s).item(), want, rtol=1e-12)
+    assert_allclose(pairs(L.ContrastiveLoss(m), a, b, s).item(), want, rtol=1e-12)
 
 
 def test_double_margin_is_eq_2_19_and_reduces_to_siamese_when_m1_is_zero():
@@ -47,18 +60,18 @@ def test_double_margin_is_eq_2_19_and_reduces_to_siamese_when_m1_is_zero():
     m1, m2 = 0.1, 0.7
     want = np.mean([0.5 * s[i].item() * max(0.0, _d(a[i], b[i]) - m1)
                     + 0.5 * (1 - s[i].item()) * max(0.0, m2 - _d(a[i], b[i])) for i in range(6)])
-    got = L.DoubleMarginContrastiveLoss(m1, m2)(a, b, s).item()
+    got = pairs(L.DoubleMarginContrastiveLoss(m1, m2), a, b, s).item()
     assert_allclose(got, want, rtol=1e-12)
-    siamese = L.ContrastiveLoss(m2)(a, b, s).item()
+    siamese = pairs(L.ContrastiveLoss(m2), a, b, s).item()
     assert got < siamese  # the close matching pair (D < m1) is no longer penalised
-    assert_allclose(L.DoubleMarginContrastiveLoss(0.0, m2)(a, b, s).item(), siamese, rtol=1e-12)
+    assert_allclose(pairs(L.DoubleMarginContrastiveLoss(0.0, m2), a, b, s).item(), siamese, rtol=1e-12)
 
 
 def test_triplet_is_eq_2_17():
     a, p, n = _unit(5, 4, 2), _unit(5, 4, 3), _unit(5, 4, 4)
     m = 0.3
     want = np.mean([max(0.0, m + _d(a[i], p[i]) - _d(a[i], n[i])) for i in range(5)])
-    assert_allclose(L.TripletLoss(m)(a, p, n).item(), want, rtol=1e-12)
+    assert_allclose(triplets(L.TripletLoss(m), a, p, n).item(), want, rtol=1e-12)
     assert want > 0  # the case is not trivially zero
 
 
@@ -78,8 +91,8 @@ def test_joint_is_eq_2_18():
     a, p, n = _unit(3, 4, 6), _unit(3, 4, 7), _unit(3, 4, 8)
     desc, y = torch.cat([a, p, n]), torch.tensor([0, 1, 2, 0, 1, 2, 1, 2, 0])
     joint = L.JointLoss(4, 3, alpha=0.7, beta=0.2, margin=0.4).double()
-    want = 0.7 * L.TripletLoss(0.4)(a, p, n) + 0.2 * joint.ce(desc, y)
-    assert_allclose(joint(a, p, n, desc, y).item(), want.item(), rtol=1e-12)
+    want = 0.7 * triplets(L.TripletLoss(0.4), a, p, n) + 0.2 * joint.ce(desc, y)
+    assert_allclose(triplets(joint, a, p, n, y).item(), want.item(), rtol=1e-12)
 
 
 def test_regression_is_eq_2_15_and_starts_as_cosine():
@@ -94,23 +107,72 @@ def test_regression_is_eq_2_15_and_starts_as_cosine():
         s_w = sum(w[k].item() * phi[k] for k in range(10))
         sim = float(a[i] @ b[i])
         want.append(abs(s_w - s[i].item() * (sim + 0.2) - (1 - s[i].item()) * (sim - 0.2)))
-    assert_allclose(reg(a, b, s).item(), np.mean(want), rtol=1e-10)
+    assert_allclose(pairs(reg, a, b, s).item(), np.mean(want), rtol=1e-10)
     full = reg.score(a, b)
     assert_allclose(torch.diagonal(full).numpy(), reg.pair_score(a, b).detach().numpy(), rtol=1e-10)
     fresh = L.PairRegressionLoss(5).double()
     assert_allclose(fresh.score(a, b).numpy(), (a @ b.T).numpy(), rtol=1e-10)  # W = [1, 0] → cosine
 
 
-def test_tuple_pairs_and_triplets_follow_the_tuple_layout():
-    t = torch.arange(2 * 5 * 3, dtype=torch.float64).view(2, 5, 3)  # 2 tuples: query, positive, 3 negatives
-    a, b, s = L.tuple_pairs(t)
-    want = [(t[i, 0], t[i, j], 1.0 if j == 1 else 0.0) for i in range(2) for j in range(1, 5)]
-    for row, (qa, qb, qs) in enumerate(want):
-        assert torch.equal(a[row], qa) and torch.equal(b[row], qb) and s[row].item() == qs
-    a, p, n = L.tuple_triplets(t)
-    want = [(t[i, 0], t[i, 1], t[i, j]) for i in range(2) for j in range(2, 5)]
-    for row, (qa, qp, qn) in enumerate(want):
-        assert torch.equal(a[row], qa) and torch.equal(p[row], qp) and torch.equal(n[row], qn)
+def test_tuple_indices_follow_the_tuple_layout():
+    # 2 tuples of 5 rows (query, positive, 3 negatives), flattened: tuple i starts at row 5i
+    a, b, same = miners.tuple_indices(2, 5, "pairs")
+    assert list(zip(a.tolist(), b.tolist(), same.tolist())) == [
+        (5 * i, 5 * i + j, j == 1) for i in range(2) for j in range(1, 5)]
+    a, p, n = miners.tuple_indices(2, 5, "triplets")
+    assert list(zip(a.tolist(), p.tolist(), n.tolist())) == [(5 * i, 5 * i + 1, 5 * i + j) for i in range(2)
+                                                             for j in range(2, 5)]
+
+
+def _labelled(seed=12):
+    return _unit(7, 4, seed), torch.tensor([0, 0, 1, 1, 1, 2, 0])
+
+
+@pytest.mark.parametrize("loss", [L.ContrastiveLoss(0.7), L.DoubleMarginContrastiveLoss(0.1, 1.5),
+                                  L.PairRegressionLoss(4).double()])
+def test_pair_losses_without_tuples_use_every_ordered_pair_of_the_labels(loss):
+    x, y = _labelled()
+    ij = [(i, j) for i in range(7) for j in range(7) if i != j]
+    a, b = torch.tensor([i for i, _ in ij]), torch.tensor([j for _, j in ij])
+    loop = loss.pair_loss(x[a], x[b], (y[a] == y[b]).double())
+    assert_allclose(loss(x, y).item(), loop.item(), rtol=1e-12)
+    pml = (a[y[a] == y[b]], b[y[a] == y[b]], a[y[a] != y[b]], b[y[a] != y[b]])  # PML's (a1, p, a2, n)
+    assert_allclose(loss(x, None, pml).item(), loss(x, None, L.as_pairs(pml)).item(), rtol=1e-12)
+
+
+def test_triplet_loss_without_tuples_uses_every_valid_triplet_of_the_labels():
+    x, y = _labelled()
+    m, terms = 0.5, []
+    for a in range(7):
+        for p in range(7):
+            for n in range(7):
+                if a != p and y[a] == y[p] and y[n] != y[a]:
+                    terms.append(max(0.0, m + _d(x[a], x[p]) - _d(x[a], x[n])))
+    assert_allclose(L.TripletLoss(m)(x, y).item(), np.mean(terms), rtol=1e-12)
+
+
+def test_every_loss_declares_what_its_batches_need_and_builds_from_its_name():
+    assert {k: (v.needs, v.needs_labels) for k, v in L.LOSSES.items()} == {
+        "ce": ("labels", True), "regression": ("pairs", False), "contrastive": ("pairs", False),
+        "double_margin": ("pairs", False), "triplet": ("triplets", False), "joint": ("triplets", True),
+        "ap": ("labels", True)}
+    assert L.build("joint", 8, 3, beta=0.5).ce.weight.shape == (3, 8)
+    assert L.build("regression", 8, 3).weight.shape == (16,)
+    assert L.build("triplet", 8, 3, margin=0.2).margin == 0.2
+    with pytest.raises(ValueError, match="unknown loss"):
+        L.build("hinge", 8, 3)
+
+
+def test_cosine_classifier_starts_at_the_class_means():
+    x, y = _labelled()
+    ce = L.CosineClassifierLoss(4, 3).double()
+    ce.init_from_means(x, y)
+    for c in range(3):
+        assert_allclose(ce.weight[c].detach().numpy(), x[y == c].sum(0).numpy(), rtol=1e-12)
+    raw = L.CosineClassifierLoss(4, 3, normalize_input=False).double()
+    raw.weight.data.copy_(ce.weight.data)
+    # unit rows: skipping their normalisation changes only the eps (1e-6) of the norm
+    assert_allclose(raw.logits(3 * x).detach().numpy(), 3 * ce.logits(x).detach().numpy(), rtol=2e-6)
 
 
 def test_binned_ap_equals_exact_ap_when_similarities_sit_on_distinct_bin_centres():

@@ -84,5 +84,5 @@ def test_learned_projection_learns_classes_and_selects_on_validation():
 
 
 def test_projection_must_be_fitted_first():
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(whitening.NotFittedError, match="not fitted"):
         projection.LearnedProjection(8).transform(np.zeros((2, 3)))

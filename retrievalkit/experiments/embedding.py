@@ -310,7 +310,7 @@ def train_head(coil: Coil, epochs: int | None = None, hidden: int = ATTENTION_HI
     Training objects: the first 80% of the learning objects; validation (epoch choice): the last 20%.
     Survey §2.3.2.3, Figure 2.8c; taught in notebooks/06_attention.
     """
-    from ..nn import attention as att
+    from ..projection import LearnedAttention
 
     epochs = epochs if epochs is not None else (SMALL_ATTENTION_EPOCHS if coil.small else ATTENTION_EPOCHS)
     key = ("head", epochs, hidden, seed)
@@ -324,9 +324,9 @@ def train_head(coil: Coil, epochs: int | None = None, hidden: int = ATTENTION_HI
         maps_val = np.asarray(maps[val_idx[0]:val_idx[-1] + 1]) if _contiguous(val_idx) else np.asarray(maps[val_idx])
         start = time.perf_counter()
         with config.deterministic():
-            head, history = att.train_attention(maps_train, labels[train_idx], maps_val, labels[val_idx], hidden=hidden,
-                                                epochs=epochs, seed=seed, device="cpu", progress=coil.progress)
-        history = pd.DataFrame(history)
+            model = LearnedAttention(hidden, epochs=epochs, seed=seed, device="cpu", progress=coil.progress)
+            head = model.fit(maps_train, labels[train_idx], maps_val, labels[val_idx]).head_
+        history = pd.DataFrame(model.history_)
         history["train_s"] = time.perf_counter() - start
         memo[key] = (head, history)
     return memo[key]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -31,17 +32,29 @@ VAL_FRACTION = 0.2  # of the learning objects, held out whole (objects 41–50 i
 # every loss; early stopping (patience 3) on that split decides where each run ends.
 FULL_CONFIG = T.FinetuneConfig(epochs=12, queries=160, negatives=4, pool=1500, class_batches=20)
 SMALL_CONFIG = T.FinetuneConfig(epochs=1, queries=16, negatives=3, pool=160, class_batches=2, batch_size=32)
-# (method, supervision, loss, loss kwargs, survey equation, survey Table 2.3 loss name)
+
+
+class Method(NamedTuple):
+    """One fine-tuning method: its loss (a key of ``losses.LOSSES``), and where the survey has it."""
+
+    name: str
+    supervision: str
+    loss: str
+    loss_kwargs: dict
+    equation: str
+    survey_loss: str  # the loss's name in the survey's Table 2.3
+
+
 METHODS = (
-    ("ce", "supervised", "ce", {}, "2.13", "CE Loss"),
-    ("regression", "supervised", "regression", {"margin": 0.1}, "2.15", "Regression Loss"),
-    ("contrastive", "supervised", "contrastive", {"margin": 0.7}, "2.16", "Siamese Loss"),
-    ("triplet", "supervised", "triplet", {"margin": 0.1}, "2.17", "Triplet Loss"),
-    ("joint", "supervised", "joint", {"alpha": 1.0, "beta": 0.1}, "2.18", "Triplet Loss"),
-    ("double_margin", "supervised", "double_margin", {"m1": 0.1, "m2": 0.7}, "2.19", "Siamese Loss"),
-    ("ap", "supervised", "ap", {"bins": 25}, "AP loss", "AP Loss"),
-    ("manifold", "unsupervised", "contrastive", {"margin": 0.7}, "2.16", "Siamese Loss"),
-    ("kmeans", "unsupervised", "triplet", {"margin": 0.1}, "2.17", "Triplet Loss"),
+    Method("ce", "supervised", "ce", {}, "2.13", "CE Loss"),
+    Method("regression", "supervised", "regression", {"margin": 0.1}, "2.15", "Regression Loss"),
+    Method("contrastive", "supervised", "contrastive", {"margin": 0.7}, "2.16", "Siamese Loss"),
+    Method("triplet", "supervised", "triplet", {"margin": 0.1}, "2.17", "Triplet Loss"),
+    Method("joint", "supervised", "joint", {"alpha": 1.0, "beta": 0.1}, "2.18", "Triplet Loss"),
+    Method("double_margin", "supervised", "double_margin", {"m1": 0.1, "m2": 0.7}, "2.19", "Siamese Loss"),
+    Method("ap", "supervised", "ap", {"bins": 25}, "AP loss", "AP Loss"),
+    Method("manifold", "unsupervised", "contrastive", {"margin": 0.7}, "2.16", "Siamese Loss"),
+    Method("kmeans", "unsupervised", "triplet", {"margin": 0.1}, "2.17", "Triplet Loss"),
 )
 EMBED_OBJECTS = 6  # test objects drawn in the before/after embedding plot
 FEATURE = "EfficientNet-Lite0 GeM (stage7+head fine-tuned, 128 px)"
@@ -93,11 +106,11 @@ def _base_config(small: bool) -> T.FinetuneConfig:
 def run_method(data: FinetuneData, method: str, cfg: T.FinetuneConfig | None = None, progress=None,
                mining: dict | None = None, kmeans_k: int | None = None):
     """Train one row of :data:`METHODS`; returns ``(result, extra)`` (extra: mining statistics)."""
-    name, supervision, loss, kwargs, *_ = _method(method)
-    cfg = replace(cfg or _base_config(data.small), loss=loss, loss_kwargs=dict(kwargs))
+    m = method_named(method)
+    cfg = replace(cfg or _base_config(data.small), loss=m.loss, loss_kwargs=dict(m.loss_kwargs))
     guard = {"forbidden_ids": data.test.ids, "forbidden_labels": data.test.labels}
     extra: dict = {}
-    if supervision == "supervised":
+    if m.supervision == "supervised":
         return T.finetune(data.train, data.val, cfg, progress=progress, **guard), extra
     blind = T.TrainData(data.train.maps, None, data.train.ids)  # no label beyond this line
     x0 = T.describe(T.TailNet(cfg.backbone, cfg.frozen), blind.maps)
@@ -108,27 +121,27 @@ def run_method(data: FinetuneData, method: str, cfg: T.FinetuneConfig | None = N
                                                                                           len(blind)), replace=False))
         mined = U.manifold_mining(x0, anchors, **opts)
         tuples = U.manifold_tuples(mined, cfg.queries, cfg.negatives)
-        extra = _mining_stats(mined, data.train.labels)  # labels read only to REPORT mining quality
+        extra = mining_stats(mined, data.train.labels)  # labels read only to REPORT mining quality
         return T.finetune(blind, data.val, cfg, tuples=tuples, progress=progress, **guard), extra
     k = kmeans_k or (10 if data.small else 50)
     pseudo = U.kmeans_labels(x0, k, seed=cfg.seed)
     extra = {"clusters": k}
     # cluster ids are not object ids: comparing them with the test objects would refuse any k > 50
     # for no reason; the image-id guard (and the object guard on the validation part) still apply
-    T._check_protocol([("validation", data.val)], None, data.test.labels)
+    T.check_protocol([("validation", data.val)], None, data.test.labels)
     return T.finetune(T.TrainData(blind.maps, pseudo, blind.ids), data.val, cfg, progress=progress,
                       forbidden_ids=data.test.ids), extra
 
 
-def _method(name: str):
+def method_named(name: str) -> Method:
     """The :data:`METHODS` row called ``name``, or a ValueError listing the valid names."""
     for m in METHODS:
-        if m[0] == name:
+        if m.name == name:
             return m
-    raise ValueError(f"unknown fine-tuning method {name!r}; choose from {[m[0] for m in METHODS]}")
+    raise ValueError(f"unknown fine-tuning method {name!r}; choose from {[m.name for m in METHODS]}")
 
 
-def _mining_stats(mined: U.ManifoldMining, labels: np.ndarray) -> dict:
+def mining_stats(mined: U.ManifoldMining, labels: np.ndarray) -> dict:
     """How often mined positives / negatives really match the anchor's object (diagnostics only)."""
     pos = [labels[p] == labels[a] for a, p in zip(mined.anchors, mined.positives) if len(p)]
     neg = [labels[n] != labels[a] for a, n in zip(mined.anchors, mined.negatives) if len(n)]
@@ -146,9 +159,9 @@ def compare(coil: Coil, methods=None, progress=None, cfg: T.FinetuneConfig | Non
     """
     data = finetune_data(coil)
     cfg = cfg or _base_config(coil.small)
-    names = list(methods or [m[0] for m in METHODS])
+    names = list(methods or [m.name for m in METHODS])
     for name in names:
-        _method(name)  # fail before any training on a misspelt name
+        method_named(name)  # fail before any training on a misspelt name
     before = T.FinetuneResult(T.TailNet(cfg.backbone, cfg.frozen), T.L.TripletLoss(), [], 0, set(), cfg)
     rows, hist, results, pq = [], [], {}, []
     base = {"feature": FEATURE, "dim": before.model.dim, "train_images": len(data.train),
@@ -157,19 +170,20 @@ def compare(coil: Coil, methods=None, progress=None, cfg: T.FinetuneConfig | Non
         rows.append({"method": "off-the-shelf", "supervision": "none", "loss": "-", "equation": "-",
                      "survey_loss": "-", "stage": "before", **base, **r})
     for name in names:
-        meta = _method(name)
+        meta = method_named(name)
         tic = time.perf_counter()
         result, extra = run_method(data, name, cfg, progress)
         seconds = time.perf_counter() - tic
         results[name] = result
         epochs = [h for h in result.history if h["epoch"] > 0]
-        info = {"method": name, "supervision": meta[1], "loss": meta[2], "equation": meta[4], "survey_loss": meta[5],
+        info = {"method": name, "supervision": meta.supervision, "loss": meta.loss, "equation": meta.equation,
+                "survey_loss": meta.survey_loss,
                 "stage": "after", **base, "best_epoch": result.best_epoch, "epochs_run": len(epochs),
                 "train_s": seconds, "s_per_epoch": float(np.mean([h["seconds"] for h in epochs])) if epochs else 0.0,
                 "gem_p": float(result.model.pool.p.detach()),
                 "test_images_seen": len(result.seen_ids & set(map(str, data.test.ids))), **extra}
         rows += [{**info, **r} for r in test_scores(result, data, pq, {"method": name, "stage": "after"})]
-        hist += [{"method": name, "supervision": meta[1], **h} for h in result.history]
+        hist += [{"method": name, "supervision": meta.supervision, **h} for h in result.history]
     scores = pd.DataFrame(rows)
     scores.attrs["per_query"] = pq
     history = pd.DataFrame(hist)

@@ -2,9 +2,15 @@
 
 Taught in notebooks/09_supervised_finetuning. Conventions: descriptors are rows (``B×D``),
 L2-normalised by the model; ``D(x_i, x_j)`` is the SQUARED Euclidean distance of Eq. (2.14), so on
-unit vectors it lies in [0, 4] and equals ``2 − 2·cos``. Pair labels ``s`` are 1 for a matching
-(similar) pair and 0 for a non-matching one, as in Eq. (2.16). Every loss returns the mean over
-the pairs / triplets / queries of the batch.
+unit vectors it lies in [0, 4] and equals ``2 − 2·cos``. Every loss returns the mean over the
+pairs / triplets / queries of the batch.
+
+One signature for every loss, as in pytorch-metric-learning: ``loss(embeddings, labels=None,
+indices_tuple=None)``. ``indices_tuple`` names rows of ``embeddings``: pairs ``(a, b, same)``
+(``same`` true for a matching pair; PML's ``(a1, p, a2, n)`` is accepted too) or triplets
+``(a, p, n)``; left out, every pair / triplet the labels define is used. Each class says what it
+needs (``needs``: ``"labels"``, ``"pairs"`` or ``"triplets"``; ``needs_labels``), so a trainer
+never asks a loss its name. Miners (:mod:`retrievalkit.finetune.miners`) produce the tuples.
 
 * :class:`CosineClassifierLoss` — Eq. (2.13), cross-entropy over a cosine classifier.
 * :class:`PairRegressionLoss` — Eq. (2.15), a transformation ``W`` scoring pairs of frozen features.
@@ -13,20 +19,19 @@ the pairs / triplets / queries of the batch.
 * :class:`JointLoss` — Eq. (2.18), α·triplet + β·cross-entropy.
 * :class:`DoubleMarginContrastiveLoss` — Eq. (2.19); ``m1 = 0`` gives back Eq. (2.16).
 * :class:`APLoss` — listwise loss: 1 − a histogram-binned (soft) average precision.
-
-:func:`tuple_pairs` / :func:`tuple_triplets` turn tuples ``(query, positive, negative_1 … negative_k)``
-into the pairs and triplets the verification losses take.
 """
 from __future__ import annotations
+
+import inspect
 
 import torch
 from torch import nn
 
 from ..nn import functional as F
 
-__all__ = ["sq_distance", "tuple_pairs", "tuple_triplets", "CosineClassifierLoss", "PairRegressionLoss",
-           "ContrastiveLoss", "DoubleMarginContrastiveLoss", "TripletLoss", "JointLoss", "APLoss",
-           "LOSSES", "TUPLE_LOSSES", "CLASS_LOSSES"]
+__all__ = ["sq_distance", "all_pairs", "all_triplets", "as_pairs", "Loss", "CosineClassifierLoss",
+           "PairRegressionLoss", "ContrastiveLoss", "DoubleMarginContrastiveLoss", "TripletLoss", "JointLoss",
+           "APLoss", "LOSSES", "build"]
 
 
 def sq_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -34,49 +39,92 @@ def sq_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).sum(dim=-1)
 
 
-def tuple_pairs(desc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``B×(2+k)×D`` tuples → pairs ``(a, b, s)``: (query, positive, 1) and (query, negative_j, 0) per tuple."""
-    b, n, _ = desc.shape
-    q = desc[:, :1].expand(-1, n - 1, -1)
-    s = torch.zeros(b, n - 1, device=desc.device, dtype=desc.dtype)
-    s[:, 0] = 1
-    return q.reshape(b * (n - 1), -1), desc[:, 1:].reshape(b * (n - 1), -1), s.reshape(-1)
+def _same(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(same, other)``: B×B masks of equal labels, and of pairs ``i ≠ j``."""
+    same = labels[:, None] == labels[None, :]
+    return same, ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
 
 
-def tuple_triplets(desc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``B×(2+k)×D`` tuples → triplets ``(anchor, positive, negative_j)``, k per tuple."""
-    b, n, _ = desc.shape
-    k = n - 2
-    a = desc[:, :1].expand(-1, k, -1).reshape(b * k, -1)
-    p = desc[:, 1:2].expand(-1, k, -1).reshape(b * k, -1)
-    return a, p, desc[:, 2:].reshape(b * k, -1)
+def all_pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every ordered pair ``i ≠ j`` of the batch as ``(a, b, same)``."""
+    same, other = _same(labels)
+    a, b = other.nonzero(as_tuple=True)
+    return a, b, same[a, b]
 
 
-class CosineClassifierLoss(nn.Module):
+def all_triplets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every triplet ``(a, p, n)`` with ``y_a = y_p ≠ y_n`` and ``a ≠ p``."""
+    same, other = _same(labels)
+    return ((same & other)[:, :, None] & ~same[:, None, :]).nonzero(as_tuple=True)
+
+
+def as_pairs(indices_tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(a, b, same)`` from itself or from PML's ``(a1, p, a2, n)``."""
+    if len(indices_tuple) == 4:
+        a1, p, a2, n = indices_tuple
+        same = torch.cat([torch.ones_like(a1, dtype=torch.bool), torch.zeros_like(a2, dtype=torch.bool)])
+        return torch.cat([a1, a2]), torch.cat([p, n]), same
+    return indices_tuple
+
+
+class Loss(nn.Module):
+    """Base of every loss: ``forward(embeddings, labels=None, indices_tuple=None)``.
+
+    Subclasses implement :meth:`pair_loss` (``needs = "pairs"``: matching rows ``a``, ``b`` and
+    ``s`` = 1 for a matching pair, in the order of the pairs), :meth:`triplet_loss`
+    (``needs = "triplets"``) or override ``forward`` (``needs = "labels"``).
+    """
+
+    needs = "labels"
+    needs_labels = False
+
+    def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+        if self.needs == "pairs":
+            a, b, same = as_pairs(all_pairs(labels) if indices_tuple is None else indices_tuple)
+            return self.pair_loss(embeddings[a], embeddings[b], same.to(embeddings.dtype))
+        a, p, n = all_triplets(labels) if indices_tuple is None else indices_tuple
+        return self.triplet_loss(embeddings[a], embeddings[p], embeddings[n])
+
+
+class CosineClassifierLoss(Loss):
     """Eq. (2.13): cross-entropy of a cosine classifier, ``p̂ = softmax(cos(x, w_c) / T)``.
 
     Classification-based fine-tuning (Survey §2.4.1.1, Figure 2.9a). The class weights ``w_c``
     live in this module (``num_classes × dim``) and are L2-normalised in the logits, so the
-    descriptor is pushed towards its class direction on the sphere. Survey §2.4.1.1; taught in
-    notebooks/09_supervised_finetuning.
+    descriptor is pushed towards its class direction on the sphere. The package's one cosine
+    classifier: the attention head and the FC projection train with it too.
+    ``normalize_input=False`` skips normalising descriptors that already have unit length;
+    ``init_std`` scales the random start of the weights (default ``dim ** -0.5``); ``eps`` is that of
+    their L2-normalisation (:func:`retrievalkit.nn.functional.l2n`). Survey §2.4.1.1;
+    taught in notebooks/09_supervised_finetuning.
     """
 
-    def __init__(self, dim: int, num_classes: int, temperature: float = 0.05):
+    needs_labels = True
+
+    def __init__(self, dim: int, num_classes: int, temperature: float = 0.05, normalize_input: bool = True,
+                 init_std: float | None = None, eps: float = F.DEFAULT_EPS):
         super().__init__()
         self.dim, self.num_classes, self.temperature = dim, num_classes, temperature
-        self.weight = nn.Parameter(torch.randn(num_classes, dim) * dim ** -0.5)
+        self.normalize_input, self.init_std, self.eps = normalize_input, init_std, eps
+        self.weight = nn.Parameter(torch.randn(num_classes, dim) * (dim ** -0.5 if init_std is None else init_std))
+
+    @torch.no_grad()
+    def init_from_means(self, desc: torch.Tensor, labels: torch.Tensor) -> None:
+        """Start each class weight at its class's summed descriptors (its mean direction), so the first
+        steps train the network rather than chase the weights."""
+        self.weight.copy_(torch.zeros_like(self.weight).index_add_(0, labels, desc))
 
     def logits(self, desc: torch.Tensor) -> torch.Tensor:
-        return F.l2n(desc) @ F.l2n(self.weight).T / self.temperature
+        return (F.l2n(desc) if self.normalize_input else desc) @ F.l2n(self.weight, self.eps).T / self.temperature
 
-    def forward(self, desc: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(self.logits(desc), labels)
+    def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+        return nn.functional.cross_entropy(self.logits(embeddings), labels)
 
     def extra_repr(self):
         return f"dim={self.dim}, num_classes={self.num_classes}, temperature={self.temperature}"
 
 
-class PairRegressionLoss(nn.Module):
+class PairRegressionLoss(Loss):
     """Eq. (2.15): a transformation ``W`` (2d×1) scores pairs of frozen features, regressed to ``sim ± m``.
 
     ``S_W(x_i, x_j) = Wᵀ φ(f_i, f_j)`` with the 2d-dimensional pair feature
@@ -92,6 +140,8 @@ class PairRegressionLoss(nn.Module):
     Survey §2.4.1.2a; taught in notebooks/09_supervised_finetuning.
     """
 
+    needs = "pairs"
+
     def __init__(self, dim: int, margin: float = 0.1):
         super().__init__()
         self.dim, self.margin = dim, margin
@@ -102,7 +152,7 @@ class PairRegressionLoss(nn.Module):
         w1, w2 = self.weight[: self.dim], self.weight[self.dim:]
         return (a * b) @ w1 + (a - b).abs() @ w2
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    def pair_loss(self, a: torch.Tensor, b: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         sim = (a * b).sum(-1)
         target = s * (sim + self.margin) + (1 - s) * (sim - self.margin)
         return (self.pair_score(a, b) - target).abs().mean()
@@ -121,7 +171,7 @@ class PairRegressionLoss(nn.Module):
         return f"dim={self.dim}, margin={self.margin}"
 
 
-class ContrastiveLoss(nn.Module):
+class ContrastiveLoss(Loss):
     """Eq. (2.16), the Siamese loss: ``½·s·D + ½·(1 − s)·max(0, m − D)`` with ``D`` of Eq. (2.14).
 
     Matching pairs are pulled together all the way to distance 0; non-matching pairs are pushed
@@ -129,11 +179,13 @@ class ContrastiveLoss(nn.Module):
     notebooks/09_supervised_finetuning.
     """
 
+    needs = "pairs"
+
     def __init__(self, margin: float = 0.7):
         super().__init__()
         self.margin = margin
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    def pair_loss(self, a: torch.Tensor, b: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         d = sq_distance(a, b)
         return (0.5 * s * d + 0.5 * (1 - s) * torch.clamp(self.margin - d, min=0)).mean()
 
@@ -141,13 +193,15 @@ class ContrastiveLoss(nn.Module):
         return f"margin={self.margin}"
 
 
-class DoubleMarginContrastiveLoss(nn.Module):
+class DoubleMarginContrastiveLoss(Loss):
     """Eq. (2.19): ``½·s·max(0, D − m1) + ½·(1 − s)·max(0, m2 − D)``.
 
     Matching pairs are only pulled while farther apart than ``m1`` (Figure 2.10c); non-matching
     pairs pushed until ``m2``. Since ``D ≥ 0``, ``m1 = 0`` is exactly the Siamese loss (2.16) with
     ``m = m2``. Survey §2.4.1.2 (discussion of Eq. 2.16); taught in notebooks/09_supervised_finetuning.
     """
+
+    needs = "pairs"
 
     def __init__(self, m1: float = 0.1, m2: float = 0.7):
         super().__init__()
@@ -156,7 +210,7 @@ class DoubleMarginContrastiveLoss(nn.Module):
                              f"non-matching pushed beyond m2); got m1={m1}, m2={m2}")
         self.m1, self.m2 = m1, m2
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    def pair_loss(self, a: torch.Tensor, b: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         d = sq_distance(a, b)
         return (0.5 * s * torch.clamp(d - self.m1, min=0) + 0.5 * (1 - s) * torch.clamp(self.m2 - d, min=0)).mean()
 
@@ -164,30 +218,34 @@ class DoubleMarginContrastiveLoss(nn.Module):
         return f"m1={self.m1}, m2={self.m2}"
 
 
-class TripletLoss(nn.Module):
+class TripletLoss(Loss):
     """Eq. (2.17): ``max(0, m + D(a, p) − D(a, n))`` — the negative must be ``m`` farther than the positive.
 
     Survey §2.4.1.2c, Figure 2.10b; taught in notebooks/09_supervised_finetuning.
     """
 
+    needs = "triplets"
+
     def __init__(self, margin: float = 0.1):
         super().__init__()
         self.margin = margin
 
-    def forward(self, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    def triplet_loss(self, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         return torch.clamp(self.margin + sq_distance(a, p) - sq_distance(a, n), min=0).mean()
 
     def extra_repr(self):
         return f"margin={self.margin}"
 
 
-class JointLoss(nn.Module):
+class JointLoss(Loss):
     """Eq. (2.18): ``α·L_Triplet(a, p, n) + β·L_CE(p̂, y)`` — a triplet constraint plus classification.
 
-    ``forward(a, p, n, desc, labels)``: the triplets and, for the cross-entropy term, descriptors
-    with their class labels (typically every image of the tuples). Survey §2.4.1.2, Figure 2.9f;
-    taught in notebooks/09_supervised_finetuning.
+    The triplets come from ``indices_tuple`` (or the labels); the cross-entropy term classifies
+    every row of the batch by its label. Survey §2.4.1.2, Figure 2.9f; taught in
+    notebooks/09_supervised_finetuning.
     """
+
+    needs, needs_labels = "triplets", True
 
     def __init__(self, dim: int, num_classes: int, alpha: float = 1.0, beta: float = 0.1,
                  margin: float = 0.1, temperature: float = 0.05):
@@ -196,14 +254,17 @@ class JointLoss(nn.Module):
         self.triplet = TripletLoss(margin)
         self.ce = CosineClassifierLoss(dim, num_classes, temperature)
 
-    def forward(self, a, p, n, desc, labels) -> torch.Tensor:
-        return self.alpha * self.triplet(a, p, n) + self.beta * self.ce(desc, labels)
+    def init_from_means(self, desc: torch.Tensor, labels: torch.Tensor) -> None:
+        self.ce.init_from_means(desc, labels)
+
+    def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+        return self.alpha * self.triplet(embeddings, labels, indices_tuple) + self.beta * self.ce(embeddings, labels)
 
     def extra_repr(self):
         return f"alpha={self.alpha}, beta={self.beta}"
 
 
-class APLoss(nn.Module):
+class APLoss(Loss):
     """Listwise loss ``1 − mAP`` with AP relaxed by soft histogram binning (Survey §2.4.1.2, discussion).
 
     Every row of the batch queries all the others. Cosine similarities in [−1, 1] are softly
@@ -214,6 +275,8 @@ class APLoss(nn.Module):
     the finite-sum AP, differentiable in the similarities. Queries without a positive in the batch
     are ignored. Taught in notebooks/09_supervised_finetuning.
     """
+
+    needs_labels = True
 
     def __init__(self, bins: int = 25, eps: float = 1e-8):
         super().__init__()
@@ -235,11 +298,11 @@ class APLoss(nn.Module):
     def soft_ap(self, desc: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Per-query soft AP (``B``; NaN for queries with no positive in the batch)."""
         x = F.l2n(desc)
-        off = ~torch.eye(len(x), dtype=torch.bool, device=x.device)
-        return self.binned_ap(x @ x.T, (labels[:, None] == labels[None]) & off, off)
+        same, off = _same(labels)
+        return self.binned_ap(x @ x.T, same & off, off)
 
-    def forward(self, desc: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        ap = self.soft_ap(desc, labels)
+    def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+        ap = self.soft_ap(embeddings, labels)
         ap = ap[~torch.isnan(ap)]
         if len(ap) == 0:
             raise ValueError("APLoss: no query has a positive in its batch; sample batches with MPerClassSampler")
@@ -249,9 +312,6 @@ class APLoss(nn.Module):
         return f"bins={self.bins}"
 
 
-# loss name → what its batches are made of: "tuples" (mined query/positive/negatives) or "classes" (m per class)
-TUPLE_LOSSES = ("contrastive", "double_margin", "triplet", "joint")
-CLASS_LOSSES = ("ce", "ap")
 LOSSES = {
     "ce": CosineClassifierLoss,
     "regression": PairRegressionLoss,
@@ -261,3 +321,12 @@ LOSSES = {
     "joint": JointLoss,
     "ap": APLoss,
 }
+
+
+def build(name: str, dim: int, num_classes: int, **kwargs) -> Loss:
+    """``LOSSES[name]`` built with ``kwargs``, plus ``dim`` / ``num_classes`` where its constructor takes them."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose from {sorted(LOSSES)}")
+    params = inspect.signature(LOSSES[name]).parameters
+    sizes = {k: v for k, v in (("dim", dim), ("num_classes", num_classes)) if k in params}
+    return LOSSES[name](**sizes, **kwargs)

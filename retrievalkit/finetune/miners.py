@@ -5,6 +5,8 @@ Taught in notebooks/09_supervised_finetuning.
 * :func:`make_tuples` — the queries and positives of one epoch (a random other view of the same object).
 * :func:`hardest_negatives` — Radenović et al.'s mining: for each query, the non-matching pool
   items most similar under the CURRENT model, at most one per class, re-run every epoch.
+* :func:`tuple_indices` — the index tuples (pairs or triplets) the losses of
+  :mod:`~retrievalkit.finetune.losses` take, for a batch of such tuples.
 * :class:`MPerClassSampler` — batches of ``m`` images from each of ``batch_size / m`` classes, for
   the classification and listwise losses (every row has positives in its batch).
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["make_tuples", "hardest_negatives", "MPerClassSampler"]
+__all__ = ["make_tuples", "hardest_negatives", "fill_negatives", "tuple_indices", "MPerClassSampler"]
 
 
 def make_tuples(labels: np.ndarray, n_queries: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +62,38 @@ def hardest_negatives(query_desc, pool_desc, query_labels, pool_labels, k: int =
             order = order[np.sort(first)]
         out[i, : min(k, len(order))] = order[:k]
     return out
+
+
+def fill_negatives(neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Complete ``Q×k`` negative rows padded with −1 (fewer than ``k`` were mined).
+
+    Returns ``(keep, filled)``: ``keep`` marks the rows with at least one negative; ``filled`` holds
+    those rows with their negatives cycled to length ``k`` (hardest first, repeated when short, as
+    :func:`~retrievalkit.finetune.unsupervised.manifold_tuples` does). A −1 must never reach the
+    indexing of the training rows: it would silently pick the last row, possibly a positive.
+    """
+    neg = np.asarray(neg, dtype=np.int64)
+    keep = (neg >= 0).any(axis=1)
+    k = neg.shape[1]
+    filled = [np.resize(r[r >= 0], k) for r in neg[keep]]
+    return keep, (np.stack(filled) if filled else np.zeros((0, k), dtype=np.int64))
+
+
+def tuple_indices(n_tuples: int, size: int, needs: str, device=None) -> tuple[torch.Tensor, ...]:
+    """Index tuples into the rows of ``n_tuples`` flattened tuples ``(query, positive, negative_1 … negative_k)``.
+
+    ``needs="pairs"``: ``(a, b, same)`` — per tuple (query, positive) then (query, negative_j), in
+    that order; ``"triplets"``: ``(a, p, n)`` — (query, positive, negative_j) per negative.
+    """
+    first = torch.arange(n_tuples, device=device)[:, None] * size
+    if needs == "pairs":
+        j = torch.arange(1, size, device=device)
+        return (first.expand(-1, size - 1).reshape(-1), (first + j).reshape(-1), (j == 1).repeat(n_tuples))
+    if needs == "triplets":
+        j = torch.arange(2, size, device=device)
+        return (first.expand(-1, size - 2).reshape(-1), (first + 1).expand(-1, size - 2).reshape(-1),
+                (first + j).reshape(-1))
+    raise ValueError(f"tuples give pairs or triplets, not {needs!r}")
 
 
 class MPerClassSampler(torch.utils.data.Sampler):

@@ -39,16 +39,17 @@ from .. import config as rk_config
 from .. import evaluate
 from ..nn import functional as F
 from ..nn.pooling import GeM
+from ..train.loop import fit, sgd_epoch
 from . import losses as L
-from .miners import MPerClassSampler, hardest_negatives, make_tuples
+from .miners import MPerClassSampler, fill_negatives, hardest_negatives, make_tuples, tuple_indices
 
 __all__ = ["TrainData", "TailNet", "FinetuneConfig", "FinetuneResult", "trunk_data", "describe", "finetune",
-           "fill_negatives", "loo_map", "DEFAULT_FROZEN", "DEFAULT_SIZE"]
+           "check_protocol", "loo_map", "DEFAULT_FROZEN", "DEFAULT_SIZE"]
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 DEFAULT_FROZEN = "stage6"  # last frozen stage; its output maps are cached
 DEFAULT_SIZE = 128  # COIL-100's native size: stage6 maps are 192×4×4
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the best epoch is stored as train.loop.fit keeps it
 
 
 @dataclass
@@ -168,9 +169,10 @@ class FinetuneConfig:
     """Everything that shapes a fine-tuning run (saved in checkpoints; ``epochs`` may grow on resume).
 
     ``loss``: a key of :data:`retrievalkit.finetune.losses.LOSSES`; ``loss_kwargs`` its arguments.
-    Tuple losses (contrastive, double_margin, triplet, joint, regression) see ``queries`` tuples per
-    epoch of (query, positive, ``negatives`` hardest negatives from a random pool of ``pool`` rows);
-    class losses (ce, ap) see ``class_batches`` m-per-class batches of ``batch_size``. ``select``:
+    Losses of pairs or triplets (contrastive, double_margin, triplet, joint, regression) see
+    ``queries`` tuples per epoch of (query, positive, ``negatives`` hardest negatives from a random
+    pool of ``pool`` rows); losses of labels (ce, ap) see ``class_batches`` m-per-class batches of
+    ``batch_size``. ``select``:
     ``"val"`` keeps the best validation epoch (an epoch must beat it strictly: on an exact tie the
     earlier one stays) and stops after ``patience`` epochs without gain,
     ``"last"`` keeps the last epoch (no labels needed for selection).
@@ -216,34 +218,7 @@ class FinetuneResult:
         return queries @ database.T
 
 
-def fill_negatives(neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Complete ``Q×k`` negative rows padded with −1 (fewer than ``k`` were mined).
-
-    Returns ``(keep, filled)``: ``keep`` marks the rows with at least one negative; ``filled`` holds
-    those rows with their negatives cycled to length ``k`` (hardest first, repeated when short, as
-    :func:`~retrievalkit.finetune.unsupervised.manifold_tuples` does). A −1 must never reach the
-    indexing of the training rows: it would silently pick the last row, possibly a positive.
-    """
-    neg = np.asarray(neg, dtype=np.int64)
-    keep = (neg >= 0).any(axis=1)
-    k = neg.shape[1]
-    filled = [np.resize(r[r >= 0], k) for r in neg[keep]]
-    return keep, (np.stack(filled) if filled else np.zeros((0, k), dtype=np.int64))
-
-
-def _make_loss(cfg: FinetuneConfig, dim: int, n_classes: int) -> nn.Module:
-    cls = L.LOSSES.get(cfg.loss)
-    if cls is None:
-        raise ValueError(f"unknown loss {cfg.loss!r}; choose from {sorted(L.LOSSES)}")
-    kwargs = dict(cfg.loss_kwargs)
-    if cfg.loss in ("ce", "joint"):
-        return cls(dim, n_classes, **kwargs)
-    if cfg.loss == "regression":
-        return cls(dim, **kwargs)
-    return cls(**kwargs)
-
-
-def _check_protocol(parts, forbidden_ids, forbidden_labels) -> None:
+def check_protocol(parts, forbidden_ids, forbidden_labels) -> None:
     """Refuse training/validation data that shares an image or an object with the test split."""
     if forbidden_ids is not None:
         bad = set(map(str, forbidden_ids))
@@ -294,31 +269,26 @@ def finetune(learn: TrainData, val: TrainData | None = None, cfg: FinetuneConfig
     ``history``: one dict per epoch (epoch 0 = the starting model), with ``loss`` (training mean),
     ``val_mAP``, ``p`` (GeM) and ``seconds``. Survey §2.4; taught in notebooks/09 and 10.
     """
-    from tqdm.auto import tqdm
-
     cfg = cfg or FinetuneConfig()
     if cfg.select not in ("val", "last"):
         raise ValueError(f"select must be 'val' (best validation epoch) or 'last', got {cfg.select!r}")
-    _check_protocol([("training", learn), ("validation", val)], forbidden_ids, forbidden_labels)
+    check_protocol([("training", learn), ("validation", val)], forbidden_ids, forbidden_labels)
     if learn.labels is None and tuples is None:
         raise ValueError("training data without labels needs tuples= (e.g. from finetune.unsupervised)")
-    if cfg.loss in L.CLASS_LOSSES + ("joint",) and learn.labels is None:
-        raise ValueError(f"loss {cfg.loss!r} needs labels (object ids or pseudo-labels)")
     if cfg.select == "val" and (val is None or val.labels is None):
         raise ValueError("select='val' needs labelled validation data from the learning split; or use select='last'")
     dev = rk_config.device(device)
     torch.manual_seed(cfg.seed)
     model = (model or TailNet(cfg.backbone, cfg.frozen, whiten=cfg.whiten)).to(dev).eval()
     classes, y = (None, None) if learn.labels is None else np.unique(learn.labels, return_inverse=True)
-    loss_fn = _make_loss(cfg, model.dim, 0 if classes is None else len(classes)).to(dev)
-    if isinstance(getattr(loss_fn, "ce", loss_fn), L.CosineClassifierLoss):
-        # class weights start at the class mean directions, so the first steps train the network, not the weights
-        ce = getattr(loss_fn, "ce", loss_fn)
-        x0 = torch.as_tensor(describe(model, learn.maps, device=dev), device=dev)
-        with torch.no_grad():
-            ce.weight.copy_(torch.zeros_like(ce.weight).index_add_(0, torch.as_tensor(y, device=dev), x0))
-    regression = cfg.loss == "regression"
-    if regression:  # Eq. (2.15): the network is frozen, only W learns
+    loss_fn = L.build(cfg.loss, model.dim, 0 if classes is None else len(classes), **cfg.loss_kwargs).to(dev)
+    if (loss_fn.needs_labels or loss_fn.needs == "labels") and learn.labels is None:
+        raise ValueError(f"loss {cfg.loss!r} needs labels (object ids or pseudo-labels)")
+    y_t = None if y is None else torch.as_tensor(y, device=dev)
+    if hasattr(loss_fn, "init_from_means"):
+        loss_fn.init_from_means(torch.as_tensor(describe(model, learn.maps, device=dev), device=dev), y_t)
+    scores_pairs = hasattr(loss_fn, "score")  # Eq. (2.15): the loss learns its own pair score; the network is frozen
+    if scores_pairs:
         for prm in model.parameters():
             prm.requires_grad_(False)
         groups = [{"params": list(loss_fn.parameters()), "lr": cfg.head_lr}]
@@ -329,104 +299,88 @@ def finetune(learn: TrainData, val: TrainData | None = None, cfg: FinetuneConfig
     opt = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
     seen: set = set()
 
-    def validate(record: dict) -> dict:
+    def validate() -> dict:
+        record = {}
         if val is not None and val.labels is not None:
             xv = describe(model, val.maps, device=dev)
             scores = (loss_fn.score(torch.as_tensor(xv, device=dev), torch.as_tensor(xv, device=dev)).cpu().numpy()
-                      if regression else None)
+                      if scores_pairs else None)
             record["val_mAP"] = loo_map(xv, val.labels, scores)
             seen.update(map(str, val.ids))
         record["p"] = float(model.pool.p.detach())
         return record
 
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    start_epoch, history, best = 1, None, None
+    saved = None
     if ckpt is not None and resume and ckpt.is_file():
         state = torch.load(ckpt, map_location=dev, weights_only=True)
         if state.get("version") != CHECKPOINT_VERSION or state["config"] != _comparable(cfg):
-            raise ValueError(f"checkpoint {ckpt} was written with another configuration: "
+            raise ValueError(f"checkpoint {ckpt} was written with another configuration or version: "
                              f"delete it or pass resume=False")
         model.load_state_dict(state["model"])
         loss_fn.load_state_dict(state["loss"])
         opt.load_state_dict(state["optimizer"])
-        history, best, seen = state["history"], state["best"], set(state["seen_ids"])
+        saved, seen = {"history": state["history"], "best": state["best"]}, set(state["seen_ids"])
         torch.set_rng_state(state["torch_rng"])
-        start_epoch = state["epoch"] + 1
-    if history is None:
-        history = [validate({"epoch": 0, "loss": float("nan"), "seconds": 0.0})]
-        best = {"epoch": 0, "val_mAP": history[0].get("val_mAP", -np.inf),
-                "model": copy.deepcopy(model.state_dict()), "loss": copy.deepcopy(loss_fn.state_dict())}
 
-    sampler = None
-    if cfg.loss in L.CLASS_LOSSES:
-        sampler = MPerClassSampler(y, cfg.m, min(cfg.batch_size, cfg.m * len(classes)), cfg.class_batches, cfg.seed)
-    y_t = None if y is None else torch.as_tensor(y, device=dev)
-
-    bar = tqdm(range(start_epoch, cfg.epochs + 1), desc=f"fine-tune {cfg.loss}", disable=not progress)
-    for epoch in bar:
-        if cfg.select == "val" and epoch - best["epoch"] > cfg.patience:
-            break
-        tic = time.perf_counter()
-        rng = np.random.default_rng([cfg.seed, epoch])
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
-        batches = []
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-            batches = [np.asarray(b) for b in sampler]
-        else:
-            if tuples is not None:
-                q, pos, neg = tuples(epoch, rng)
-            else:
-                q, pos = make_tuples(learn.labels, cfg.queries, rng)
-                pool = np.sort(rng.choice(len(learn), size=min(cfg.pool, len(learn)), replace=False))
-                rows = np.unique(np.concatenate([q, pool]))
-                desc = np.zeros((len(learn), model.dim), np.float32)
-                desc[rows] = describe(model, learn.subset(rows).maps, device=dev)
-                hard = hardest_negatives(desc[q], desc[pool], learn.labels[q], learn.labels[pool], cfg.negatives)
-                neg = np.where(hard >= 0, pool[np.maximum(hard, 0)], -1)  # keep the -1 padding (pool[-1] is a real row)
-            q, pos = np.asarray(q, dtype=np.int64), np.asarray(pos, dtype=np.int64)
-            keep, neg = (fill_negatives(np.asarray(neg, dtype=np.int64).reshape(len(q), -1)) if len(q)
-                         else (np.zeros(0, bool), np.zeros((0, 1), np.int64)))
-            tup = np.concatenate([q[keep, None], pos[keep, None], neg], axis=1)
-            if not len(tup):
-                raise ValueError(f"epoch {epoch}: no (query, positive, negative) tuple could be formed from "
-                                 f"{len(q)} queries: every query needs another image of its class and a pool "
-                                 f"item of another class; use more classes or a larger pool (cfg.pool={cfg.pool})")
-            tup = tup[rng.permutation(len(tup))]
-            batches = [tup[s:s + cfg.tuple_batch] for s in range(0, len(tup), cfg.tuple_batch)]
-        total, count = 0.0, 0
-        for batch in batches:
-            flat = batch.reshape(-1)
-            seen.update(map(str, learn.ids[np.unique(flat)]))
-            desc = model(_batch(learn.maps, flat, dev))
-            if sampler is not None:
-                loss = loss_fn(desc, y_t[torch.as_tensor(flat, device=dev)])
-            else:
-                d3 = desc.view(batch.shape[0], batch.shape[1], -1)
-                if cfg.loss in ("contrastive", "double_margin", "regression"):
-                    loss = loss_fn(*L.tuple_pairs(d3))
-                elif cfg.loss == "triplet":
-                    loss = loss_fn(*L.tuple_triplets(d3))
-                elif cfg.loss == "joint":
-                    loss = loss_fn(*L.tuple_triplets(d3), desc, y_t[torch.as_tensor(flat, device=dev)])
-                else:
-                    raise ValueError(f"loss {cfg.loss!r} does not take tuples; use one of {L.TUPLE_LOSSES}")
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(batch)
-            count += len(batch)
-        record = validate({"epoch": epoch, "loss": total / max(count, 1), "seconds": time.perf_counter() - tic})
-        history.append(record)
-        if cfg.select == "last" or record.get("val_mAP", -np.inf) > best["val_mAP"]:
-            best = {"epoch": epoch, "val_mAP": record.get("val_mAP", -np.inf),
-                    "model": copy.deepcopy(model.state_dict()), "loss": copy.deepcopy(loss_fn.state_dict())}
+    def checkpoint_epoch(epoch: int, history: list, best: dict) -> None:
         if ckpt is not None:
             _atomic_save({"version": CHECKPOINT_VERSION, "config": _comparable(cfg), "epoch": epoch,
                           "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": opt.state_dict(),
                           "history": history, "best": best, "seen_ids": sorted(seen),
                           "torch_rng": torch.get_rng_state()}, ckpt)
-        bar.set_postfix(loss=f"{record['loss']:.4f}", val=f"{record.get('val_mAP', float('nan')):.3f}")
-    model.load_state_dict(best["model"])
-    loss_fn.load_state_dict(best["loss"])
-    return FinetuneResult(model.eval(), loss_fn.eval(), history, best["epoch"], seen, cfg)
+
+    sampler = None
+    if loss_fn.needs == "labels":
+        sampler = MPerClassSampler(y, cfg.m, min(cfg.batch_size, cfg.m * len(classes)), cfg.class_batches, cfg.seed)
+
+    def loss_of(batch: np.ndarray):
+        flat = batch.reshape(-1)
+        seen.update(map(str, learn.ids[np.unique(flat)]))
+        desc = model(_batch(learn.maps, flat, dev))
+        indices = None if sampler is not None else tuple_indices(*batch.shape, loss_fn.needs, dev)
+        return loss_fn(desc, None if y_t is None else y_t[torch.as_tensor(flat, device=dev)], indices)
+
+    def run_epoch(epoch: int) -> dict:
+        tic = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, epoch])
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+            batches = [np.asarray(b) for b in sampler]
+        else:
+            batches = _tuple_batches(learn, model, cfg, rng, tuples, epoch, dev)
+        return {"loss": sgd_epoch(loss_of, batches, opt)["loss"], "seconds": time.perf_counter() - tic}
+
+    result = fit(run_epoch, [model, loss_fn], epochs=cfg.epochs, validate=validate,
+                 start=lambda: {"loss": float("nan"), "seconds": 0.0}, select=cfg.select, patience=cfg.patience,
+                 resume=saved, on_epoch_end=checkpoint_epoch, progress=progress, desc=f"fine-tune {cfg.loss}")
+    return FinetuneResult(model.eval(), loss_fn.eval(), result.history, result.best_epoch, seen, cfg)
+
+
+def _tuple_batches(learn: TrainData, model: TailNet, cfg: FinetuneConfig, rng, tuples, epoch: int, dev) -> list:
+    """One epoch of ``(query, positive, negative_1 … negative_k)`` row tuples, shuffled, in batches.
+
+    From ``tuples(epoch, rng)`` when given, otherwise mined: random queries with a positive each and
+    the hardest negatives of a random pool under the current model (Radenović et al.).
+    """
+    if tuples is not None:
+        q, pos, neg = tuples(epoch, rng)
+    else:
+        q, pos = make_tuples(learn.labels, cfg.queries, rng)
+        pool = np.sort(rng.choice(len(learn), size=min(cfg.pool, len(learn)), replace=False))
+        rows = np.unique(np.concatenate([q, pool]))
+        desc = np.zeros((len(learn), model.dim), np.float32)
+        desc[rows] = describe(model, learn.subset(rows).maps, device=dev)
+        hard = hardest_negatives(desc[q], desc[pool], learn.labels[q], learn.labels[pool], cfg.negatives)
+        neg = np.where(hard >= 0, pool[np.maximum(hard, 0)], -1)  # keep the -1 padding (pool[-1] is a real row)
+    q, pos = np.asarray(q, dtype=np.int64), np.asarray(pos, dtype=np.int64)
+    keep, neg = (fill_negatives(np.asarray(neg, dtype=np.int64).reshape(len(q), -1)) if len(q)
+                 else (np.zeros(0, bool), np.zeros((0, 1), np.int64)))
+    tup = np.concatenate([q[keep, None], pos[keep, None], neg], axis=1)
+    if not len(tup):
+        raise ValueError(f"epoch {epoch}: no (query, positive, negative) tuple could be formed from "
+                         f"{len(q)} queries: every query needs another image of its class and a pool "
+                         f"item of another class; use more classes or a larger pool (cfg.pool={cfg.pool})")
+    tup = tup[rng.permutation(len(tup))]
+    return [tup[s:s + cfg.tuple_batch] for s in range(0, len(tup), cfg.tuple_batch)]

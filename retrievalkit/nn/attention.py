@@ -9,8 +9,8 @@ Figure 2.8 splits attention in two:
   (CroW, channel-sum or channel-max maps, Fig. 2.8b) and :func:`cam_attention` (class activation
   maps of the backbone's own classifier, Jimenez et al. 2017);
 * **parametric** (c): a small network scores every position — :class:`AttentionHead`, the 1×1 conv →
-  ReLU → 1×1 conv → softplus block of DELF (Noh et al. 2017), trained by :func:`train_attention` on
-  frozen backbone maps, and :class:`AttentionPooling` which pools with it.
+  ReLU → 1×1 conv → softplus block of DELF (Noh et al. 2017), trained on frozen backbone maps by
+  :class:`retrievalkit.projection.LearnedAttention`, and :class:`AttentionPooling` which pools with it.
 
 Shapes: maps in are ``N×C×H×W``; spatial attention is ``N×1×H×W`` (broadcasts against the maps),
 channel attention ``N×C``; all attention weights are non-negative. :func:`attention_pool` turns a
@@ -19,14 +19,12 @@ map and/or channel weights into ``N×C`` descriptors (not L2-normalised, like ev
 """
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .. import config
 from . import functional as F
 
 SPATIAL_KINDS = ("crow", "sum", "max")
@@ -190,104 +188,6 @@ def _batch(maps, index, device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(maps[index], dtype=np.float32), device=device)
 
 
-def _cosine_logits(desc: torch.Tensor, proxies: torch.Tensor, temperature: float) -> torch.Tensor:
-    return desc @ F.l2n(proxies).T / temperature
-
-
-def _class_means(desc: np.ndarray, y: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Summed descriptors of every class (its mean direction; proxies are L2-normalised in the logits).
-
-    Starting the proxies where the classes already are, instead of at random, lets the first
-    epochs train the attention rather than chase the proxies.
-    """
-    desc = torch.as_tensor(desc, device=y.device)
-    return torch.zeros(n_classes, desc.shape[1], device=y.device).index_add_(0, y, desc)
-
-
-def _mean_loss(pool, proxies, maps, y, temperature, batch_size, device) -> float:
-    total = 0.0
-    with torch.no_grad():
-        for start in range(0, len(maps), batch_size):
-            idx = slice(start, start + batch_size)
-            logits = _cosine_logits(pool(_batch(maps, idx, device)), proxies, temperature)
-            total += float(nn.functional.cross_entropy(logits, y[idx], reduction="sum"))
-    return total / len(maps)
-
-
-def train_attention(maps_learn, labels_learn, maps_val=None, labels_val=None, *, hidden: int = DEFAULT_HIDDEN,
-                    epochs: int = 10, lr: float = 1e-3, batch_size: int = 64, temperature: float = 0.05,
-                    weight_decay: float = 1e-4, seed: int = 0, device="auto",
-                    progress: bool | None = None) -> tuple[AttentionHead, list[dict]]:
-    """Train an :class:`AttentionHead` on FROZEN backbone maps; returns ``(head, history)``.
-
-    ``maps_learn`` (``N×C×H×W``, float16/32 array or memmap, e.g. the kept last-layer maps of the
-    learning split) and ``labels_learn`` (one object/class id per row) train the head; ``maps_val``
-    / ``labels_val`` must also come from the LEARNING split (the caller carves validation objects
-    out of it) — the test split is never used for model selection.
-
-    Loss: cosine-softmax over learned class proxies (as in :mod:`retrievalkit.projection`) applied
-    to the L2-normalised attention-pooled descriptor — a classification-based metric loss: the head
-    can only lower it by moving weight onto positions whose features identify the object. The
-    backbone is frozen and pooling has no other parameters, so the learned map is all that changes
-    the descriptor. Validation classes need not appear in training: the score is leave-one-out mAP
-    among validation rows, which the proxies never touch.
-
-    ``history``: one dict per epoch, ``epoch`` 0 being the untrained head (loss evaluated on the
-    learning split without updates); later ``loss`` is the mean training loss over that epoch's
-    batches, ``val_mAP`` the validation mAP after it. The returned head (eval mode, on the
-    training device) is the one of the best validation epoch — possibly epoch 0 if training never
-    helps — or of the last epoch without validation data. Seeded: same inputs, same history.
-    Survey §2.3.2.3, Figure 2.8c; taught in notebooks/06_attention.
-    """
-    from tqdm.auto import trange
-
-    from ..projection import leave_one_out_map
-
-    if maps_learn.ndim != 4:
-        raise ValueError(f"maps_learn must be N×C×H×W feature maps, got shape {tuple(maps_learn.shape)}")
-    if len(labels_learn) != len(maps_learn):
-        raise ValueError(f"{len(labels_learn)} labels for {len(maps_learn)} learning maps: give one label per map")
-    if (maps_val is None) != (labels_val is None) or (maps_val is not None and len(maps_val) != len(labels_val)):
-        raise ValueError("maps_val and labels_val go together, one label per validation map (or both None)")
-    dev = config.device(device)
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    classes, y = np.unique(np.asarray(labels_learn), return_inverse=True)
-    y = torch.as_tensor(y, device=dev)
-    head = AttentionHead(maps_learn.shape[1], hidden).to(dev)
-    pool = AttentionPooling.from_head(head)
-    proxies = nn.Parameter(_class_means(attention_descriptors(maps_learn, head, batch_size=batch_size), y, len(classes)))
-    opt = torch.optim.AdamW([*head.parameters(), proxies], lr=lr, weight_decay=weight_decay)
-
-    def validate(record: dict) -> dict:
-        if maps_val is not None:
-            record["val_mAP"] = leave_one_out_map(attention_descriptors(maps_val, head, batch_size=batch_size),
-                                                  np.asarray(labels_val))
-        return record
-
-    history = [validate({"epoch": 0, "loss": _mean_loss(pool, proxies, maps_learn, y, temperature, batch_size, dev)})]
-    best = (history[0].get("val_mAP", -np.inf), copy.deepcopy(head.state_dict()))
-    for epoch in trange(1, epochs + 1, desc="attention head", disable=not progress):
-        head.train()
-        # sorted batch indices read a memmap in order; the batch order itself is shuffled
-        order = torch.randperm(len(maps_learn), generator=generator).numpy()
-        total = 0.0
-        for start in range(0, len(order), batch_size):
-            idx = np.sort(order[start:start + batch_size])
-            logits = _cosine_logits(pool(_batch(maps_learn, idx, dev)), proxies, temperature)
-            loss = nn.functional.cross_entropy(logits, y[torch.as_tensor(idx, device=dev)])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        record = validate({"epoch": epoch, "loss": total / len(order)})
-        history.append(record)
-        if maps_val is None or record["val_mAP"] > best[0]:
-            best = (record.get("val_mAP", -np.inf), copy.deepcopy(head.state_dict()))
-    head.load_state_dict(best[1])
-    return head.eval(), history
-
-
 # --------------------------------------------------------------------------- panels and overlays
 def attention_maps(x: torch.Tensor, kinds: Sequence[str] | None = None, *, fc_weight: torch.Tensor | None = None,
                    fc_bias: torch.Tensor | None = None, top_classes: int = F.CAM_TOP_CLASSES,
@@ -295,8 +195,8 @@ def attention_maps(x: torch.Tensor, kinds: Sequence[str] | None = None, *, fc_we
     """Spatial attention maps of several kinds for a panel: ``{kind: N×H×W}``, each ≥ 0.
 
     Kinds: ``"crow"``, ``"sum"``, ``"max"`` (:func:`spatial_attention`), ``"cam"`` (needs
-    ``fc_weight``; :func:`cam_attention`) and ``"learned"`` (needs a trained ``head``, e.g. from
-    :func:`train_attention`). ``kinds=None`` gives every kind the arguments allow. Each map keeps
+    ``fc_weight``; :func:`cam_attention`) and ``"learned"`` (needs a trained ``head``, e.g. trained by
+    :class:`~retrievalkit.projection.LearnedAttention`). ``kinds=None`` gives every kind the arguments allow. Each map keeps
     its own scale; :func:`overlay` rescales for display.
     Survey §2.3.2.3, Figure 2.8; taught in notebooks/06_attention.
     """
@@ -313,7 +213,7 @@ def attention_maps(x: torch.Tensor, kinds: Sequence[str] | None = None, *, fc_we
             m = cam_attention(x, fc_weight, fc_bias, top_classes)
         elif kind == "learned":
             if head is None:
-                raise ValueError("kind 'learned' needs head= (an AttentionHead, e.g. from train_attention), "
+                raise ValueError("kind 'learned' needs head= (an AttentionHead, e.g. LearnedAttention().fit(...).head_), "
                                  "or leave 'learned' out of kinds")
             with torch.no_grad():
                 m = head(x.to(next(head.parameters()).device, torch.float32)).to(x.device)
@@ -349,6 +249,6 @@ def overlay(image, attention_map_hw, alpha: float = 0.5, cmap: str = "jet") -> n
 
 __all__ = [
     "channel_attention", "spatial_attention", "cam_attention", "attention_pool",
-    "AttentionHead", "AttentionPooling", "attention_descriptors", "train_attention",
+    "AttentionHead", "AttentionPooling", "attention_descriptors",
     "attention_maps", "overlay",
 ]

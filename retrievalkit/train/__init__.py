@@ -1,0 +1,1 @@
+"""What trains: the one fit loop (:mod:`~retrievalkit.train.loop`) shared by every trained head and by fine-tuning."""
