@@ -12,16 +12,22 @@ Notation for a batch: relaxed codes ``h = tanh(g(x)) ∈ (−1, 1)^{B×K}``, lab
 ``S_ij = 1[y_i = y_j]``, inner products ``⟨h_i, h_j⟩`` and the relaxed Hamming distance
 ``d_ij = (K − ⟨h_i, h_j⟩) / 2`` (the exact Hamming distance for ±1 codes). Pair means run over
 ``i ≠ j``. Every term is divided by ``K`` (or ``K²``) so weights do not depend on the code length.
+The losses take ``(embeddings, labels, indices_tuple)`` like those of fine-tuning
+(:mod:`retrievalkit.finetune.losses`): ``indices_tuple`` (pairs or triplets) restricts which pairs
+or triplets of the batch count; left out, all of them do.
 """
 from __future__ import annotations
 
-import copy
+import inspect
 
 import numpy as np
 import torch
 from torch import nn
 
 from .. import config, evaluate
+from ..finetune.losses import Loss, as_pairs
+from ..rows import Estimator, as_labels, as_rows
+from ..train.loop import fit, minibatches, sgd_epoch
 from .codes import pack_codes, to_bits
 
 DEFAULT_CONTRASTIVE_MARGIN = 0.5  # × K: dissimilar pairs are pushed to Hamming distance ≥ K/2
@@ -43,7 +49,7 @@ class HashHead(nn.Module):
 
     def __init__(self, in_dim: int, n_bits: int, hidden: int | None = None, dropout: float = 0.0):
         super().__init__()
-        self.in_dim, self.n_bits, self.hidden = in_dim, n_bits, hidden
+        self.in_dim, self.n_bits, self.hidden, self.dropout = in_dim, n_bits, hidden, dropout
         self.register_buffer("shift", torch.zeros(in_dim))
         self.register_buffer("scale", torch.ones(()))
         layers: list[nn.Module] = []
@@ -56,16 +62,22 @@ class HashHead(nn.Module):
         return torch.tanh(self.body((x - self.shift) / self.scale))
 
     def extra_repr(self) -> str:
-        return f"in_dim={self.in_dim}, n_bits={self.n_bits}, hidden={self.hidden}"
+        return f"in_dim={self.in_dim}, n_bits={self.n_bits}, hidden={self.hidden}, dropout={self.dropout}"
 
 
-# --------------------------------------------------------------------------- losses (pure functions)
+# --------------------------------------------------------------------------- losses
 def _similarity(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, None] == labels[None, :]).float()
 
 
-def _off_diagonal(n: int, device) -> torch.Tensor:
-    return ~torch.eye(n, dtype=torch.bool, device=device)
+def _pairs_mask(n: int, device, indices_tuple=None) -> torch.Tensor:
+    """Which ``(i, j)`` enter a pair mean: every ``i ≠ j``, or the pairs of ``indices_tuple``."""
+    if indices_tuple is None:
+        return ~torch.eye(n, dtype=torch.bool, device=device)
+    a, b, _ = as_pairs(indices_tuple)
+    mask = torch.zeros(n, n, dtype=torch.bool, device=device)
+    mask[a, b] = True
+    return mask
 
 
 def relaxed_hamming(h: torch.Tensor) -> torch.Tensor:
@@ -73,50 +85,83 @@ def relaxed_hamming(h: torch.Tensor) -> torch.Tensor:
     return (h.shape[1] - h @ h.T) / 2
 
 
-def pairwise_likelihood_loss(h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+class PairwiseLikelihoodLoss(Loss):
     """DPSH (Li et al. 2016): ``mean_{i≠j} [log(1 + e^{θ_ij}) − S_ij θ_ij] / K`` with ``θ_ij = ⟨h_i, h_j⟩ / 2``.
 
     The negative log-likelihood of the pair labels under ``P(S_ij = 1) = σ(θ_ij)``.
     """
-    theta = h @ h.T / 2
-    nll = nn.functional.softplus(theta) - _similarity(labels) * theta
-    return nll[_off_diagonal(len(h), h.device)].mean() / h.shape[1]
+
+    needs_labels = True
+
+    def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+        h = embeddings
+        theta = h @ h.T / 2
+        nll = nn.functional.softplus(theta) - _similarity(labels) * theta
+        return nll[_pairs_mask(len(h), h.device, indices_tuple)].mean() / h.shape[1]
 
 
-def contrastive_hamming_loss(h: torch.Tensor, labels: torch.Tensor, margin: float = DEFAULT_CONTRASTIVE_MARGIN) -> torch.Tensor:
+class ContrastiveHammingLoss(Loss):
     """Siamese loss in Hamming space (DSH, Liu et al. 2016; Survey Eq. 2.16 with D = Hamming):
     ``mean_{i≠j} [S_ij d_ij + (1 − S_ij) max(0, m − d_ij)] / K`` with ``m = margin · K``."""
-    k = h.shape[1]
-    d = relaxed_hamming(h)
-    s = _similarity(labels)
-    per_pair = s * d + (1 - s) * torch.clamp(margin * k - d, min=0)
-    return per_pair[_off_diagonal(len(h), h.device)].mean() / k
+
+    needs_labels = True
+
+    def __init__(self, margin: float = DEFAULT_CONTRASTIVE_MARGIN):
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+        h, k = embeddings, embeddings.shape[1]
+        d = relaxed_hamming(h)
+        s = _similarity(labels)
+        per_pair = s * d + (1 - s) * torch.clamp(self.margin * k - d, min=0)
+        return per_pair[_pairs_mask(len(h), h.device, indices_tuple)].mean() / k
 
 
-def triplet_hamming_loss(h: torch.Tensor, labels: torch.Tensor, margin: float = DEFAULT_TRIPLET_MARGIN) -> torch.Tensor:
-    """Triplet loss in Hamming space over all valid batch triplets (Survey Eq. 2.17):
+class TripletHammingLoss(Loss):
+    """Triplet loss in Hamming space over the valid batch triplets (Survey Eq. 2.17):
     ``mean_{(a,p,n)} max(0, d_ap − d_an + m) / K`` with ``m = margin · K``, ``y_a = y_p ≠ y_n``, ``a ≠ p``.
 
     A batch without a valid triplet contributes 0.
     """
-    k = h.shape[1]
-    d = relaxed_hamming(h)
-    s = _similarity(labels).bool()
-    positive = s & _off_diagonal(len(h), h.device)
-    valid = positive[:, :, None] & ~s[:, None, :]  # [a, p, n]
-    if not valid.any():
-        return h.sum() * 0.0
-    violation = torch.clamp(d[:, :, None] - d[:, None, :] + margin * k, min=0)
-    return violation[valid].mean() / k
+
+    needs_labels = True
+
+    def __init__(self, margin: float = DEFAULT_TRIPLET_MARGIN):
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+        h, k = embeddings, embeddings.shape[1]
+        d = relaxed_hamming(h)
+        if indices_tuple is None:
+            s = _similarity(labels).bool()
+            valid = (s & _pairs_mask(len(h), h.device))[:, :, None] & ~s[:, None, :]  # [a, p, n]
+        else:
+            valid = torch.zeros(len(h), len(h), len(h), dtype=torch.bool, device=h.device)
+            valid[indices_tuple] = True
+        if not valid.any():
+            return h.sum() * 0.0
+        violation = torch.clamp(d[:, :, None] - d[:, None, :] + self.margin * k, min=0)
+        return violation[valid].mean() / k
 
 
-def center_loss(h: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+class CenterLoss(Loss):
     """Central similarity (CSQ, Yuan et al. 2020): binary cross-entropy between each relaxed bit and
     the bit of its class's hash centre, ``−mean_{i,k} [c'_k log h'_ik + (1 − c'_k) log(1 − h'_ik)]``
-    with ``h' = (h + 1)/2``, ``c' = (c_{y_i} + 1)/2``. ``labels`` index rows of ``centers`` (C×K, ±1)."""
-    target = (centers[labels] + 1) / 2
-    prob = ((h + 1) / 2).clamp(BCE_EPS, 1 - BCE_EPS)
-    return nn.functional.binary_cross_entropy(prob, target)
+    with ``h' = (h + 1)/2``, ``c' = (c_{y_i} + 1)/2``. ``labels`` index rows of ``centers`` (C×K, ±1);
+    a per-row loss, so ``indices_tuple`` does not apply."""
+
+    needs_labels = True
+
+    def __init__(self, centers):
+        super().__init__()
+        self.register_buffer("centers", torch.as_tensor(centers, dtype=torch.float32))
+
+    def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+        target = (self.centers[labels] + 1) / 2
+        prob = ((embeddings + 1) / 2).clamp(BCE_EPS, 1 - BCE_EPS)
+        return nn.functional.binary_cross_entropy(prob, target)
 
 
 def quantization_penalty(h: torch.Tensor) -> torch.Tensor:
@@ -137,10 +182,10 @@ def decorrelation_penalty(h: torch.Tensor) -> torch.Tensor:
 
 
 LOSSES = {
-    "pairwise": pairwise_likelihood_loss,
-    "contrastive": contrastive_hamming_loss,
-    "triplet": triplet_hamming_loss,
-    "center": center_loss,
+    "pairwise": PairwiseLikelihoodLoss,
+    "contrastive": ContrastiveHammingLoss,
+    "triplet": TripletHammingLoss,
+    "center": CenterLoss,
 }
 
 
@@ -184,29 +229,11 @@ def hamming_leave_one_out_map(codes, labels) -> float:
 
 
 # --------------------------------------------------------------------------- trainer
-def _as_float_rows(X, name: str) -> np.ndarray:
-    if isinstance(X, torch.Tensor):
-        X = X.detach().cpu().numpy()
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D descriptor rows (N×D), got shape {X.shape}")
-    return X
-
-
-def _as_labels(labels, n: int, name: str) -> np.ndarray:
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    labels = np.asarray(labels).ravel()
-    if len(labels) != n:
-        raise ValueError(f"{name} has {len(labels)} entries for {n} rows")
-    return labels
-
-
-class DeepHash:
+class DeepHash(Estimator):
     """A hash head trained on frozen descriptors; ``fit`` / ``transform`` like scikit-learn.
 
     ``loss``: ``"pairwise"`` (DPSH likelihood), ``"contrastive"`` (Hamming Siamese), ``"triplet"``
-    or ``"center"`` (CSQ class centres); see the functions of this module for the exact formulas.
+    or ``"center"`` (CSQ class centres): a key of :data:`LOSSES`, whose classes give the formulas.
     The training objective is ``loss + quantization·quantization_penalty + balance·balance_penalty
     + decorrelation·decorrelation_penalty``, all on the batch's relaxed (tanh) codes.
 
@@ -248,7 +275,7 @@ class DeepHash:
     ):
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
-        if margin is not None and loss not in ("contrastive", "triplet"):
+        if margin is not None and "margin" not in inspect.signature(LOSSES[loss]).parameters:
             raise ValueError(f"margin applies to the contrastive and triplet losses, not {loss!r}")
         self.n_bits, self.loss = int(n_bits), loss
         self.quantization, self.balance, self.decorrelation = quantization, balance, decorrelation
@@ -256,39 +283,16 @@ class DeepHash:
         self.epochs, self.lr, self.batch_size, self.weight_decay = epochs, lr, batch_size, weight_decay
         self.seed, self.device, self.progress = seed, device, progress
 
-    def __repr__(self):
-        return f"DeepHash(n_bits={self.n_bits}, loss={self.loss!r}, quantization={self.quantization}, " \
-               f"balance={self.balance}, decorrelation={self.decorrelation}, epochs={self.epochs})"
-
     # -- training
-    def _terms(self, h: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.loss == "center":
-            similarity = center_loss(h, y, self.centers_t_)
-        elif self.margin is not None:
-            similarity = LOSSES[self.loss](h, y, self.margin)
-        else:
-            similarity = LOSSES[self.loss](h, y)
-        terms = {"similarity": similarity}
-        for name, weight, penalty in (
-            ("quantization", self.quantization, quantization_penalty),
-            ("balance", self.balance, balance_penalty),
-            ("decorrelation", self.decorrelation, decorrelation_penalty),
-        ):
-            terms[name] = penalty(h)
-            terms[f"{name}_weighted"] = weight * terms[name]
-        return terms
-
     @config.deterministic()
     def fit(self, X, labels, X_val=None, labels_val=None) -> "DeepHash":
-        from tqdm.auto import trange
-
-        x_np = _as_float_rows(X, "X")
-        self.classes_, y_np = np.unique(_as_labels(labels, len(x_np), "labels"), return_inverse=True)
+        x_np = as_rows(X, "X")
+        self.classes_, y_np = np.unique(as_labels(labels, len(x_np), "labels"), return_inverse=True)
         if (X_val is None) != (labels_val is None):
             raise ValueError("pass both X_val and labels_val (a validation part of the learning split) or neither")
         if X_val is not None:
-            x_val = _as_float_rows(X_val, "X_val")
-            y_val = _as_labels(labels_val, len(x_val), "labels_val")
+            x_val = as_rows(X_val, "X_val")
+            y_val = as_labels(labels_val, len(x_val), "labels_val")
         device = config.device(self.device)
         self.n_features_in_ = x_np.shape[1]
         cuda_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
@@ -302,39 +306,37 @@ class DeepHash:
                 self.head_.scale.fill_(float(np.sqrt((centred**2).mean())) or 1.0)
             generator = torch.Generator().manual_seed(self.seed)
             self.centers_ = hash_centers(len(self.classes_), self.n_bits, self.centers, self.seed)
-            self.centers_t_ = torch.as_tensor(self.centers_, device=device)
+            offered = {"margin": self.margin, "centers": self.centers_}
+            params = inspect.signature(LOSSES[self.loss]).parameters
+            loss_fn = LOSSES[self.loss](**{k: v for k, v in offered.items() if k in params and v is not None})
+            loss_fn = loss_fn.to(device)
             x = torch.as_tensor(x_np, device=device)
             y = torch.as_tensor(y_np, device=device)
             opt = torch.optim.Adam(self.head_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            self.history_ = []
-            best_map, best_state = -np.inf, None
-            for epoch in trange(self.epochs, desc=f"hash {self.n_bits} bits", disable=not self.progress):
+            penalties = (("quantization", self.quantization, quantization_penalty),
+                         ("balance", self.balance, balance_penalty),
+                         ("decorrelation", self.decorrelation, decorrelation_penalty))
+
+            def loss_of(batch):
+                h = self.head_(x[batch])
+                total = loss_fn(h, y[batch])
+                terms = {"similarity": total}
+                for name, weight, penalty in penalties:
+                    terms[name] = penalty(h)
+                    total = total + weight * terms[name]
+                return total, terms
+
+            def run_epoch(epoch):
                 self.head_.train()
-                order = torch.randperm(len(x), generator=generator).to(device)
-                sums: dict[str, float] = {}
-                for start in range(0, len(x), self.batch_size):
-                    batch = order[start : start + self.batch_size]
-                    terms = self._terms(self.head_(x[batch]), y[batch])
-                    total = terms["similarity"] + terms["quantization_weighted"] + terms["balance_weighted"] \
-                        + terms["decorrelation_weighted"]
-                    opt.zero_grad()
-                    total.backward()
-                    opt.step()
-                    for name, value in [("train_loss", total), *terms.items()]:
-                        if not name.endswith("_weighted"):
-                            sums[name] = sums.get(name, 0.0) + value.item() * len(batch)
-                record = {"epoch": epoch + 1, **{name: value / len(x) for name, value in sums.items()}, "val_mAP": None}
-                if X_val is not None:
-                    record["val_mAP"] = hamming_leave_one_out_map(self.transform(x_val), y_val)
-                    if record["val_mAP"] > best_map:
-                        best_map, best_state = record["val_mAP"], copy.deepcopy(self.head_.state_dict())
-                        self.best_epoch_ = epoch + 1
-                self.history_.append(record)
-        if best_state is not None:
-            self.head_.load_state_dict(best_state)
-            self.best_val_map_ = best_map
-        else:
-            self.best_epoch_, self.best_val_map_ = self.epochs, None
+                batches = (b.to(device) for b in minibatches(len(x), self.batch_size, generator))
+                means = sgd_epoch(loss_of, batches, opt)
+                return {"train_loss": means.pop("loss"), **means, "val_mAP": None}
+
+            validate = None if X_val is None else (
+                lambda: {"val_mAP": hamming_leave_one_out_map(self.transform(x_val), y_val)})
+            result = fit(run_epoch, [self.head_], epochs=self.epochs, validate=validate, progress=self.progress,
+                         desc=f"hash {self.n_bits} bits")
+        self.history_, self.best_epoch_, self.best_val_map_ = result.history, result.best_epoch, result.best_score
         for record in self.history_:
             record["kept"] = record["epoch"] == self.best_epoch_
         return self
@@ -342,11 +344,7 @@ class DeepHash:
     # -- inference
     def relaxed(self, X) -> np.ndarray:
         """The tanh outputs (``N×n_bits`` float32 in ``(−1, 1)``)."""
-        if not hasattr(self, "head_"):
-            raise RuntimeError("DeepHash is not fitted: call fit(X_learn, labels_learn) first")
-        x_np = _as_float_rows(X, "X")
-        if x_np.shape[1] != self.n_features_in_:
-            raise ValueError(f"DeepHash was fitted on {self.n_features_in_}-D rows, got {x_np.shape[1]}-D")
+        x_np = as_rows(self._check(X), "X")  # fitted, and as wide as the learning rows
         was_training = self.head_.training
         self.head_.eval()
         device = next(self.head_.parameters()).device
@@ -370,6 +368,6 @@ class DeepHash:
 
 __all__ = [
     "HashHead", "DeepHash", "LOSSES", "hash_centers", "relaxed_hamming",
-    "pairwise_likelihood_loss", "contrastive_hamming_loss", "triplet_hamming_loss", "center_loss",
+    "PairwiseLikelihoodLoss", "ContrastiveHammingLoss", "TripletHammingLoss", "CenterLoss",
     "quantization_penalty", "balance_penalty", "decorrelation_penalty", "hamming_leave_one_out_map",
 ]
