@@ -40,7 +40,6 @@ EfficientNet-Lite together with the two exact rewrites in :func:`_speed_up_lite`
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import os
@@ -50,7 +49,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
-from urllib.error import URLError
 from urllib.parse import urlparse
 from urllib.request import getproxies
 
@@ -58,6 +56,7 @@ import torch
 from torch import nn
 
 from . import config
+from .datasets import download
 
 __all__ = [
     "BACKBONES", "Backbone", "BackboneSpec", "BundledWeights", "PretrainedWeightsMissing",
@@ -535,20 +534,12 @@ def _bundled_path(spec: BackboneSpec) -> Path | None:
 _VERIFIED: dict[tuple[str, int, int], str] = {}
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verify_bundled(spec: BackboneSpec, path: Path) -> Path:
     """Refuse a checkpoint whose sha256 is not the published one (hashed once per path, size and mtime)."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _VERIFIED:
-        _VERIFIED[key] = _sha256_file(path)
+        _VERIFIED[key] = download.file_digests(path)["sha256"]
     if _VERIFIED[key] != spec.bundled.sha256:
         raise ValueError(
             f"{path}: sha256 {_VERIFIED[key]} is not the published {spec.bundled.sha256} of torchvision's "
@@ -588,32 +579,28 @@ def _missing_message(spec: BackboneSpec, url: str, reason: str) -> str:
     )
 
 
-def _download_urls(url: str) -> list[str]:
-    """An http(s) ``RETRIEVALKIT_MIRROR`` holding the official file name is tried before the official host."""
-    value = config.mirror()
-    if value and re.match(r"^https?://", value, re.I):
-        return [value.rstrip("/") + "/" + _filename(url), url]
-    return [url]
-
-
 def _download_checkpoint(spec: BackboneSpec, progress: bool) -> Path:
-    """Fetch the DEFAULT checkpoint into the hub cache, as torchvision would, or explain what to do."""
+    """Fetch the DEFAULT checkpoint into the hub cache with :func:`retrievalkit.datasets.download.download_file`
+    (an http(s) ``RETRIEVALKIT_MIRROR`` holding the official file name first; resumable), and give it its
+    final name only once torchvision's sha256 prefix (in the file name) matches; or explain what to do."""
     url = _imagenet_urls(spec)[0]
-    destination = checkpoint_dir() / _filename(url)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    digest = re.search(r"-([a-f0-9]{6,})\.", _filename(url))
-    reason = "no network"
-    for source in _download_urls(url):
-        if not _reachable(source):
-            reason = f"cannot reach {urlparse(source).hostname}"
-            continue
-        try:  # writes a temporary file and renames it only once the hash prefix matches
-            torch.hub.download_url_to_file(source, str(destination), digest and digest.group(1), progress)
-            return destination
-        except (URLError, OSError) as err:
-            reason = f"{type(err).__name__}: {err}"
-    raise PretrainedWeightsMissing(_missing_message(spec, url, reason), _filename(url),
-                                   str(destination.parent), url)
+    name, mirror = _filename(url), config.mirror()
+    destination = checkpoint_dir() / name
+    sources = ([mirror.rstrip("/") + "/" + name] if mirror and re.match(r"^https?://", mirror, re.I) else []) + [url]
+    reachable = [source for source in sources if _reachable(source)]
+    try:
+        if not reachable:
+            raise download.DownloadError(f"cannot reach {urlparse(sources[-1]).hostname}")
+        fetched = download.download_file(reachable, destination.with_name(name + ".unverified"), progress=progress)
+    except download.DownloadError as err:
+        reason = str(err) if not reachable else f"{type(err).__name__}: {err}"
+        raise PretrainedWeightsMissing(_missing_message(spec, url, reason), name, str(destination.parent), url) from None
+    prefix = re.search(r"-([a-f0-9]{6,})\.", name)
+    if prefix and not download.file_digests(fetched)["sha256"].startswith(prefix.group(1)):
+        fetched.unlink()
+        raise download.ChecksumError(f"{name}: the downloaded file's sha256 does not start with {prefix.group(1)}; "
+                                     "fetch it again, or replace the RETRIEVALKIT_MIRROR copy")
+    return Path(os.replace(fetched, destination) or destination)
 
 
 def _imagenet_checkpoint(spec: BackboneSpec, progress: bool) -> Path:

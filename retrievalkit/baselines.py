@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .datasets.images import UnreadableImageError, read_image
+from .rows import l2n
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def color_histogram(image: Image.Image, bins: Sequence[int] = DEFAULT_BINS, spac
     flat = (cells[:, 0] * bins[1] + cells[:, 1]) * bins[2] + cells[:, 2]
     hist = np.bincount(flat, minlength=int(np.prod(bins))).astype(np.float32)
     hist = np.sqrt(hist / max(hist.sum(), 1.0))
-    return hist / max(float(np.linalg.norm(hist)), 1e-12)
+    return l2n(hist)
 
 
 def describe_images(

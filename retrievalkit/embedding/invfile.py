@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..rows import is_torch
+
 QUERY_CHUNK = 256
 
 
 def _as_csr(X, what: str):
     import scipy.sparse as sp
 
-    if type(X).__module__.split(".")[0] == "torch":
+    if is_torch(X):
         X = X.detach().cpu().numpy()
     X = sp.csr_matrix(X, dtype=np.float32)
     if X.ndim != 2:
@@ -83,10 +85,10 @@ class InvertedFile:
         Q = _as_csr(queries, "queries")
         if Q.shape[1] != self.n_words:
             raise ValueError(f"queries have {Q.shape[1]} words, the index {self.n_words}")
+        from ..index import check_k  # the search convention's k rule (torch loads only when searching)
+
         n = self.n_images
-        k = n if k is None else min(int(k), n)
-        if k <= 0:
-            raise ValueError("k must be positive and the database non-empty")
+        k = check_k(n if k is None else k, n)
         scores = np.empty((Q.shape[0], k), dtype=np.float32)
         ids = np.empty((Q.shape[0], k), dtype=np.int64)
         for start in range(0, Q.shape[0], QUERY_CHUNK):
