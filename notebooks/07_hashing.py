@@ -157,7 +157,7 @@ fig = fh.pr_curves(curves)
 # <details><summary>Solutions</summary>
 #
 # 1. `m = rk.hashing.DeepHash(64, "center", epochs=15).fit(fashion_data.x_learn, fashion_data.y_learn)`,
-#    then `rk.hashing.hamming_search(m.encode(fashion_data.x_db), m.encode(fashion_data.x_query), 1000)` and
+#    then `_, ids = rk.hashing.hamming_search(m.encode(fashion_data.x_query), m.encode(fashion_data.x_db), 1000)` and
 #    `H.score_ranking(fashion_data, ids)`. With 10 classes and Hadamard centres the classes sit `K/2`
 #    apart, which usually gives a higher mAP@1000 than pairwise likelihood.
 # 2. The balance term starts to dominate the similarity loss: bits are forced to split every batch in

@@ -33,13 +33,14 @@ from numpy.testing import assert_allclose
 
 import retrievalkit as rk
 from retrievalkit import figures_hashing as fh
+from retrievalkit.experiments import efficiency as E
 from retrievalkit.experiments import hashing as H
 from retrievalkit.experiments import offtheshelf
 
 # %% tags=["parameters"]
 SMALL = rk.config.SMALL
 K = 10
-SIZES = H.SMALL_SCALE_SIZES if SMALL else H.SCALE_SIZES
+SIZES = E.SMALL_SCALE_SIZES if SMALL else E.SCALE_SIZES
 
 # %%
 data = H.coil_data(offtheshelf.Coil(small=SMALL, progress=False))
@@ -76,7 +77,7 @@ for nprobe in (1, 4, 16):
 # ## 3 · The accuracy–time–memory table (Table 2.1 analogue)
 
 # %%
-table = H.accuracy_time_memory(data, small=SMALL, repeats=1 if SMALL else 3, single_queries=20 if SMALL else 50)
+table = E.accuracy_time_memory(data, small=SMALL, repeats=1 if SMALL else 3, single_queries=20 if SMALL else 50)
 table[["method", "mAP", "recall@k", "ms_per_query_batch", "ms_per_query_single", "bytes_per_vector"]].round(4)
 
 # %%
@@ -94,7 +95,7 @@ fig = fh.pareto(table)
 
 # %%
 start = time.perf_counter()
-sc = H.scale(data, sizes=SIZES, small=SMALL, single_queries=5 if SMALL else 20)
+sc = E.scale(data, sizes=SIZES, small=SMALL, single_queries=5 if SMALL else 20)
 print(f"{time.perf_counter() - start:.1f} s")
 sc[["n", "method", "ms_per_query_batch", "bytes_per_vector", "index_MB", "recall@k", "mAP@100"]].round(4)
 
@@ -121,7 +122,7 @@ fig = fh.scale_curves(sc)
 #
 # <details><summary>Solutions</summary>
 #
-# 1. `H.accuracy_time_memory(data, kinds=[("ivf_pq", {"nprobe": 8, "refine": "flat", "k_factor": 4})], hamming=())`:
+# 1. `E.accuracy_time_memory(data, kinds=[("ivf_pq", {"nprobe": 8, "refine": "flat", "k_factor": 4})], hamming=())`:
 #    re-ranking with the full vectors restores almost all recall, but the refine index stores the
 #    float vectors too, so memory is no longer saved.
 # 2. The centroids would adapt to the test distribution, so the recall measured is better than what a

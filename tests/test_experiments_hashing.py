@@ -1,4 +1,4 @@
-"""Hashing / indexing experiments (retrievalkit.experiments.hashing) on SMALL COIL-100 features.
+"""Hashing and indexing experiments (experiments.hashing, experiments.efficiency) on SMALL COIL-100 features.
 
 Shapes of the tidy results, the protocol (no fit ever sees a query or database row), and the
 bit-balance regulariser doing what §2.3.2.4 says it does on real descriptors.
@@ -10,8 +10,10 @@ import pytest
 
 from retrievalkit import hashing
 from retrievalkit import index as rk_index
+from retrievalkit.experiments import efficiency as E
 from retrievalkit.experiments import hashing as H
 from retrievalkit.experiments.offtheshelf import Coil
+from retrievalkit.whitening import PCA
 
 
 @pytest.fixture(scope="module")
@@ -49,25 +51,29 @@ def test_code_length_rows_columns_and_curves(data):
 
 
 def test_accuracy_time_memory_and_scale_columns(data):
-    table = H.accuracy_time_memory(data, kinds=(("flat", {}), ("ivf_flat", {"nprobe": 2})), hamming=(("itq", 32),),
+    table = E.accuracy_time_memory(data, kinds=(("flat", {}), ("ivf_flat", {"nprobe": 2})), hamming=(("itq", 32),),
                                    small=True, repeats=1, single_queries=3)
     assert table["method"].tolist() == ["flat", "ivf_flat nprobe=2", "hamming itq 32b"]
     assert {"mAP", "recall@k", "ms_per_query_batch", "ms_per_query_single", "bytes_per_vector"} <= set(table.columns)
     assert table.loc[0, "recall@k"] == 1.0
     assert table.loc[2, "bytes_per_vector"] < 5 < 5120 < table.loc[0, "bytes_per_vector"]
-    sc = H.scale(data, sizes=(720, 1500), kinds=(("flat", {}),), small=True, single_queries=2)
+    sc = E.scale(data, sizes=(720, 1500), kinds=(("flat", {}),), small=True, single_queries=2)
     assert sc["n"].tolist() == [720, 720, 1500, 1500]
     assert sc["n_distractors"].tolist() == [0, 0, 780, 780]
     assert sc["method"].tolist() == ["flat", "hamming itq 64b"] * 2
     flat = sc[sc["kind"] == "flat"]
     assert (flat["recall@k"] == 1.0).all()
     assert flat["mAP@100"].iloc[1] <= flat["mAP@100"].iloc[0] + 1e-9  # distractors can only push positives down
+    # the study moved to experiments.efficiency; experiments.hashing still answers its old names
+    assert H.accuracy_time_memory is E.accuracy_time_memory and H.SCALE_MAP_K == E.SCALE_MAP_K
+    with pytest.raises(AttributeError):
+        H.bit_statistics
 
 
 def test_distractors_are_unit_vectors_like_the_learning_rows():
     rng = np.random.default_rng(0)
     learn = rng.standard_normal((500, 8)) + 3
-    x = H.distractors(learn, 2000, seed=1)
+    x = E.distractors(learn, 2000, seed=1)
     assert x.shape == (2000, 8) and x.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5)
     mean_dir = learn.mean(axis=0) / np.linalg.norm(learn.mean(axis=0))
@@ -97,7 +103,7 @@ def test_no_learning_step_sees_test_rows(data, monkeypatch):
 
     monkeypatch.setattr(rk_index, "build_index", build)
     H.code_length(data, bits=(16,), methods=H.METHODS, small=True, pr_bits=None)
-    H.accuracy_time_memory(data, kinds=(("ivf_flat", {}), ("sq8", {})), hamming=(("itq", 16), ("deep", 16)),
+    E.accuracy_time_memory(data, kinds=(("ivf_flat", {}), ("sq8", {})), hamming=(("itq", 16), ("deep", 16)),
                            small=True, repeats=1, single_queries=1)
     fitted = {name for name, _ in seen}
     assert {"LSH", "PCASign", "ITQ", "DeepHash", "ivf_flat", "sq8"} <= fitted
@@ -105,9 +111,9 @@ def test_no_learning_step_sees_test_rows(data, monkeypatch):
         assert np.array_equal(X, data.x_learn), f"{name} was fitted on rows other than the learning split"
     # the scale run learns in a PCA space: every fit gets exactly the learning rows, never a query
     seen.clear()
-    H.scale(data, sizes=(1000,), kinds=(("ivf_flat", {}),), small=True, single_queries=1)
+    E.scale(data, sizes=(1000,), kinds=(("ivf_flat", {}),), small=True, single_queries=1)
     assert {name for name, _ in seen} == {"ITQ", "ivf_flat"}
-    pca = H.PCA(dim=H.SCALE_DIM).fit(data.x_learn)
+    pca = PCA(dim=E.SCALE_DIM).fit(data.x_learn)
     for name, X in seen:
         np.testing.assert_allclose(X, pca.transform(data.x_learn), atol=1e-5, err_msg=name)
 

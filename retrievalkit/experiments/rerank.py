@@ -32,8 +32,10 @@ import numpy as np
 import pandas as pd
 
 from .. import evaluate, rerank
-from ..index import exact_search
-from .hashing import BACKBONE, LAYER, POOLING, distractors
+from ..index import exact_search, time_queries
+from ..rows import l2n
+from .efficiency import distractors
+from .hashing import BACKBONE, LAYER, POOLING
 from .offtheshelf import Coil, layers_for, pca_whiten
 
 QE_KS = (1, 2, 5, 10, 20, 50)
@@ -154,19 +156,9 @@ def select_params(learn: Split, *, qe_ks=QE_KS, dba_ks=DBA_KS, graph_ks=GRAPH_KS
 
 
 # --------------------------------------------------------------------------- methods on one database
-def _ms_single(fn, n: int, repeats: int = 2) -> float:
-    """ms of ``fn(i)`` for one query at a time: best of ``repeats`` per query, median over the first
-    ``n`` queries, after a warm-up call (both resist the other jobs sharing the 2 cores)."""
-    fn(0)
-    times = []
-    for i in range(n):
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn(i)
-            best = min(best, time.perf_counter() - start)
-        times.append(best)
-    return 1e3 * float(np.median(times))
+def _ms_single(search, n: int) -> float:
+    """ms per query of ``search(rows)`` one query at a time (:func:`~retrievalkit.index.time_queries`, best of 2)."""
+    return time_queries(search, n, repeats=2, single_queries=n, batch=False)[0]["ms_per_query_single"]
 
 
 def compare(split: Split, params: dict, *, db=None, n_distractors: int = 0, single_queries: int = SINGLE_QUERIES,
@@ -197,22 +189,22 @@ def compare(split: Split, params: dict, *, db=None, n_distractors: int = 0, sing
         return obj, time.perf_counter() - start
 
     if "none" in methods:
-        add("none", exact_search(q, db)[1], _ms_single(lambda i: exact_search(q[i : i + 1], db), n1),
+        add("none", exact_search(q, db)[1], _ms_single(lambda r: exact_search(q[r], db), n1),
             note="exact inner-product search")
     for name, k, alpha in (("AQE", params["aqe_k"], 0.0), ("αQE", params["qe_k"], QE_ALPHA)):
         if name in methods:
             add(name, rerank.alpha_qe(q, db, k, alpha, exclude=rows)[1],
-                _ms_single(lambda i: rerank.alpha_qe(q[i : i + 1], db, k, alpha, exclude=ex[i]), n1),
+                _ms_single(lambda r: rerank.alpha_qe(q[r], db, k, alpha, exclude=ex[r]), n1),
                 note=f"k={k}" + (f", α={alpha:g}" if alpha else ""))
     if "DBA" in methods or "DBA+αQE" in methods:
         xdba, build = timed_build(lambda: rerank.dba(db, params["dba_k"], QE_ALPHA))
         if "DBA" in methods:
-            add("DBA", exact_search(q, xdba)[1], _ms_single(lambda i: exact_search(q[i : i + 1], xdba), n1), build,
+            add("DBA", exact_search(q, xdba)[1], _ms_single(lambda r: exact_search(q[r], xdba), n1), build,
                 xdba.nbytes, note=f"k={params['dba_k']}, α={QE_ALPHA:g}; queries not augmented")
         if "DBA+αQE" in methods:
             k = params["dba_qe_k"]
             add("DBA+αQE", rerank.alpha_qe(q, xdba, k, QE_ALPHA, exclude=rows)[1],
-                _ms_single(lambda i: rerank.alpha_qe(q[i : i + 1], xdba, k, QE_ALPHA, exclude=ex[i]), n1), build,
+                _ms_single(lambda r: rerank.alpha_qe(q[r], xdba, k, QE_ALPHA, exclude=ex[r]), n1), build,
                 xdba.nbytes, note=f"DBA k={params['dba_k']}, QE k={k}")
     gk, alpha = params["graph_k"], params["alpha"]
     common = {"query_k": QUERY_K, "gamma": GAMMA}
@@ -237,7 +229,7 @@ def compare(split: Split, params: dict, *, db=None, n_distractors: int = 0, sing
             note += (f", {len(dif.blocks_)} components, {dif.n_spectral} above {dif.max_block} nodes "
                      f"kept as rank-{dif.rank} eigenpairs")
         note += "" if score_all else "; mAP not computed (same fixed point as CG)"
-        add(name, ids, _ms_single(lambda i: dif.search(q[i : i + 1], exclude=ex[i], progress=False), n_time), build,
+        add(name, ids, _ms_single(lambda r: dif.search(q[r], exclude=ex[r], progress=False), n_time), build,
             dif.nbytes, note=note)
     if "diffusion joint (transductive)" in methods:
         (scores, ids), total = timed_build(lambda: rerank.joint_search(q, db, gk, alpha, exclude=rows, gamma=GAMMA))
@@ -264,7 +256,7 @@ def table(coil: Coil, *, splits=None, progress: bool | None = None) -> tuple[pd.
 def lifted_distractors(x_learn: np.ndarray, n: int, *, dim: int = DISTRACTOR_DIM, seed: int = 0) -> np.ndarray:
     """``n`` unit distractors in the descriptor space of ``x_learn`` (learning rows only).
 
-    :func:`~retrievalkit.experiments.hashing.distractors` needs a full-rank covariance, which 1,280-d
+    :func:`~retrievalkit.experiments.efficiency.distractors` needs a full-rank covariance, which 1,280-d
     descriptors of a few thousand (SMALL: 720) images do not have; so it runs in a ``dim``-d PCA
     space of the learning rows and its unit directions are mapped back: ``l2n(mean + r·u·P)``, ``r``
     = the median norm of the centred, reduced learning rows.
@@ -275,14 +267,14 @@ def lifted_distractors(x_learn: np.ndarray, n: int, *, dim: int = DISTRACTOR_DIM
     reduced = pca.transform(x_learn)
     u = distractors(reduced, n, seed)
     x = pca.mean_ + np.median(np.linalg.norm(reduced, axis=1)) * (u @ pca.components_)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return l2n(x).astype(np.float32)
 
 
 def scale(coil: Coil, params: dict, sizes=None, *, splits=None, seed: int = 0,
           progress: bool | None = None) -> pd.DataFrame:
     """ms per query of each method with synthetic distractors added to the test database.
 
-    Distractors: :func:`retrievalkit.experiments.hashing.distractors` (a Gaussian fitted on the
+    Distractors: :func:`retrievalkit.experiments.efficiency.distractors` (a Gaussian fitted on the
     learning rows, in the same descriptor space as the database, L2-normalised). Joint diffusion
     is left out (it rebuilds the graph per query set); the iterative walk is timed but not scored.
     """

@@ -6,7 +6,7 @@ notebooks/07_hashing and notebooks/08_indexing_and_efficiency.
     from retrievalkit import hashing
     itq = hashing.ITQ(64).fit(X_learn)             # learning split only
     db, q = itq.encode(X_db), itq.encode(X_query)  # packed uint8, 8 bytes per image
-    D, I = hashing.hamming_search(db, q, k=10)     # Hamming distances ascending, ties: lower id first
+    S, I = hashing.hamming_search(q, db, k=10)     # scores K − 2·Hamming, best first, ties: lower id first
 
 Modules: :mod:`.codes` (estimators, packing), :mod:`.deep` (hash head, losses, regularisers,
 trainer — imports torch, loaded on first use), :mod:`.metrics` (bit balance / correlation /

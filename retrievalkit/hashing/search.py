@@ -7,9 +7,9 @@ notebooks/08_indexing_and_efficiency.
 Codes are **packed** uint8 rows (``N × ceil(K/8)``, most significant bit first, see
 :func:`retrievalkit.hashing.codes.pack_codes`); pass ``packed=False`` to give ``±1``/``0/1`` codes.
 
-**Tie order.** Hamming distances are small integers, so ties are the rule, not the exception.
-:func:`hamming_search` returns distances ascending and, among equal distances, **lower database
-id first** — the same rule as :func:`retrievalkit.index.exact_search`. faiss's binary search
+**Convention.** Like :func:`retrievalkit.index.knn`: queries first, ``(scores, ids)`` best first,
+with ``scores = K − 2·Hamming`` (the ±1 inner product). Hamming distances are small integers, so
+ties are the rule, not the exception: among equal scores, **lower database id first**. faiss's binary search
 returns the right distances but does not promise which of several tied items at the k-th
 distance it keeps, so the result is completed (the search is widened until the k-th distance
 is passed, see :func:`hamming_search`) and re-sorted by ``(distance, id)``.
@@ -51,12 +51,17 @@ def hamming_distances(q_codes, db_codes, *, packed: bool = True) -> np.ndarray:
     return out
 
 
-def hamming_search_numpy(db_codes, q_codes, k: int, *, packed: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Reference k-NN in Hamming space: a stable argsort of :func:`hamming_distances` (ties: lower id first)."""
+def hamming_search_numpy(q_codes, db_codes, k: int, *, packed: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Reference k-NN in Hamming space, same convention as :func:`hamming_search` (a stable argsort)."""
     dist = hamming_distances(q_codes, db_codes, packed=packed)
-    k = min(int(k), dist.shape[1])
-    ids = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(dist, ids, axis=1), ids.astype(np.int64)
+    ids = np.argsort(dist, axis=1, kind="stable")[:, : min(int(k), dist.shape[1])]
+    n_bits = 8 * -(-np.shape(q_codes)[1] // (1 if packed else 8))  # bits of the packed code
+    return _scores(np.take_along_axis(dist, ids, axis=1), n_bits), ids.astype(np.int64)
+
+
+def _scores(dist: np.ndarray, n_bits: int) -> np.ndarray:
+    """Hamming distances → similarities ``K − 2d``: the inner product of the ±1 codes (padding bits agree)."""
+    return (n_bits - 2 * dist).astype(np.int32)
 
 
 # --------------------------------------------------------------------------- faiss indexes
@@ -112,12 +117,14 @@ def _sort_by_distance_then_id(dist: np.ndarray, ids: np.ndarray, k: int):
     return np.take_along_axis(dist, order, 1), np.take_along_axis(ids, order, 1)
 
 
-def hamming_search(db_codes, q_codes, k: int, *, nprobe: int | None = None, packed: bool = True):
-    """k nearest codes in Hamming distance: ``(distances, ids)``, each ``queries × k``, best first.
+def hamming_search(q_codes, db_codes, k: int, *, nprobe: int | None = None, packed: bool = True):
+    """k nearest codes in Hamming distance: ``(scores, ids)``, each ``queries × k``, best first.
 
-    ``db_codes`` is packed codes (an ``IndexBinaryFlat`` is built for them) or a faiss binary
-    index from :func:`binary_index` (``nprobe`` then sets the lists visited by an IVF index).
-    Distances are int32 bit counts.
+    The package's one search convention (:func:`retrievalkit.index.knn`): queries first, and
+    ``scores = K − 2·d`` (int32), the inner product of the ±1 codes of ``K`` bits, so higher is
+    closer (:func:`hamming_distances` gives ``d`` itself). ``db_codes`` is packed codes (an
+    ``IndexBinaryFlat`` is built for them) or a faiss binary index from :func:`binary_index`
+    (``nprobe`` then sets the lists visited by an IVF index).
 
     Tie order: equal distance → lower database id first. faiss returns the right k-th distance
     ``r`` but may keep any of the items tied at ``r``; so faiss is asked for ``2k`` candidates,
@@ -152,7 +159,7 @@ def hamming_search(db_codes, q_codes, k: int, *, nprobe: int | None = None, pack
         done = (d_w[:, -1] > d_w[:, k - 1]) | (i_w[:, -1] < 0) | (k_wide >= n)
         pending = pending[~done]
         if not len(pending):
-            return dist, ids
+            return _scores(dist, index.d), ids
         k_wide = min(2 * k_wide, n)
 
 
