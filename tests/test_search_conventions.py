@@ -108,3 +108,23 @@ def test_hamming_search_faiss_numpy_and_knn_on_signs_agree():
     np.testing.assert_array_equal(i_numpy, i_knn)
     np.testing.assert_array_equal(s_faiss, s_knn.astype(np.int32))  # K − 2·Hamming = ±1 inner product
     np.testing.assert_array_equal(s_numpy, s_faiss)
+
+
+def test_knn_affinity_is_the_one_way_knn_graph_in_float64():
+    from retrievalkit.finetune.unsupervised import knn_affinity
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((50, 5))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    k, gamma = 4, 3.0
+    sim = x @ x.T
+    a = np.zeros_like(sim)
+    for i in range(len(x)):  # each row's k nearest others, weight max(0, s)^γ, kept if either end chose it
+        nn_ = [j for j in np.argsort(-sim[i], kind="stable") if j != i][:k]
+        a[i, nn_] = np.maximum(sim[i, nn_], 0) ** gamma
+    a = np.maximum(a, a.T)
+    d = a.sum(axis=1)
+    inv = np.where(d > 0, 1 / np.sqrt(np.where(d > 0, d, 1)), 0)
+    s = knn_affinity(x, k, gamma)
+    assert s.dtype == np.float64
+    np.testing.assert_allclose(s.toarray(), inv[:, None] * a * inv[None, :], rtol=0, atol=1e-12)

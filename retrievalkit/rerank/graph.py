@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..index import _exclusions, check_k, knn
+from ..index import check_k, knn
 from ..rows import as_rows
 
 SIMILARITIES = ("ip", "gaussian")
@@ -60,7 +60,7 @@ def knn_graph(database, k: int, *, similarity: str = "ip", gamma: float = DEFAUL
     n = len(x)
     check_k(k, n - 1, "graph k")
     self_ = np.arange(n)[:, None]
-    ex = self_ if exclude_pairs is None else np.concatenate([self_, _exclusions(exclude_pairs, n)], axis=1)
+    ex = self_ if exclude_pairs is None else np.concatenate([self_, np.asarray(exclude_pairs, np.int64).reshape(n, -1)], axis=1)
     sims, ids = knn(x, x, k, exclude=ex, dtype=dtype)
     w = affinity(sims, similarity, gamma=gamma, sigma=sigma, dtype=dtype)
     a = sp.csr_matrix((w.ravel(), (np.repeat(np.arange(n), k), ids.ravel())), shape=(n, n))
