@@ -40,7 +40,7 @@ from IPython.display import Markdown, display
 import retrievalkit as rk
 from retrievalkit import figures as F
 from retrievalkit import figures_finetune as FF
-from retrievalkit.experiments import redraw, reproduce, verdicts
+from retrievalkit.experiments import reproduce, verdicts
 
 # %% tags=["parameters"]
 SMALL = rk.config.SMALL
@@ -58,7 +58,7 @@ OUTPUT = Path(tempfile.mkdtemp(prefix="rk12-")) if SMALL else Path("..") / "figu
 catalogue = pd.DataFrame(
     [{"figure": f.name, "from": ", ".join(f"{c}.csv" for c in f.inputs) or "rk.survey (reported numbers)",
       "cached": all((RESULTS / f"{c}.csv").is_file() for c in f.inputs), "shows": f.what}
-     for f in redraw.cached_figures()]
+     for f in reproduce.cached_figures()]
 )
 catalogue
 

@@ -192,7 +192,7 @@ def _database(args):
 
 
 def _save_panel(fig, path) -> Path:
-    from .experiments.redraw import save_png
+    from .experiments.steps import save_png
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,7 @@ def test_a_failing_step_keeps_the_others_and_says_so(coil_home, tmp_path, monkey
     def broken(run):
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(reproduce.STEPS, "broken", broken)
+    monkeypatch.setitem(reproduce.STEPS, "broken", reproduce.Step("broken", (), broken, (), lambda run, t: ""))
     with pytest.raises(reproduce.StepsFailed, match="broken.*boom") as err:
         reproduce.reproduce(["baseline", "broken"], figures_dir=tmp_path / "f", results_dir=tmp_path / "r",
                             small=True, progress=False, data_home=coil_home)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from retrievalkit import cli, survey
-from retrievalkit.experiments import redraw, reproduce, verdicts
+from retrievalkit.experiments import reproduce, verdicts
 
 COMMITTED_RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -18,8 +18,7 @@ def _no_compute(monkeypatch):
 
     monkeypatch.setattr("retrievalkit.features.extract", forbidden)
     monkeypatch.setattr("retrievalkit.features.extraction.extract", forbidden)
-    for name in reproduce.STEPS:
-        monkeypatch.setitem(reproduce.STEPS, name, forbidden)
+    monkeypatch.setattr("retrievalkit.experiments.steps.Step.__call__", forbidden)
 
 
 def test_from_cache_redraws_figures_and_report_without_computing(tmp_path, monkeypatch):
@@ -42,11 +41,11 @@ def test_cli_from_cache_refuses_steps(capsys):
 
 
 def test_redraw_skips_figures_whose_csv_is_missing(tmp_path):
-    written, skipped = redraw.redraw(tmp_path / "empty", tmp_path / "fig")
+    written, skipped = reproduce.redraw(tmp_path / "empty", tmp_path / "fig")
     assert [p.name for p in written] == ["survey_timeline.png"]
     assert "aggregation" in skipped and "survey_timeline" not in skipped
     with pytest.raises(ValueError, match="unknown figure"):
-        redraw.redraw(tmp_path, tmp_path, names=["nope"])
+        reproduce.redraw(tmp_path, tmp_path, names=["nope"])
 
 
 QUERIES = 40

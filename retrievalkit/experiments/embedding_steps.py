@@ -11,7 +11,8 @@ import pandas as pd
 from .. import figures_embedding as fe
 from .. import survey
 from . import embedding
-from .offtheshelf_steps import PROTOCOL_NOTE, _coil, _table, save_with_per_query
+from .offtheshelf_steps import PROTOCOL_NOTE
+from .steps import Figure, Step, table
 
 EMBEDDING_NOTE = (
     "Embedding differences: the survey's BoW/VLAD/FV rows embed VGG16/AlexNet conv5 columns (or SIFT) of "
@@ -33,24 +34,23 @@ def _best(df: pd.DataFrame) -> pd.DataFrame:
     return best[["source", "method", "K", "dim", "bytes_per_image", "mAP"]]
 
 
-def step_embedding(run) -> str:
-    coil = _coil(run)
-    sizes = embedding.codebook_sizes(coil)
-    table = embedding.deep_vs_handcrafted(coil)
-    run.save_csv(sizes, "embedding_codebook_size")
-    save_with_per_query(run, table, "embedding_deep_vs_handcrafted")
-    run.save_figure(fe.codebook_curves(sizes), "embedding_codebook_size")
-    run.save_figure(fe.method_bars(table), "embedding_deep_vs_handcrafted")
-    wide = table.pivot_table(index=["method", "dim"], columns="protocol", values="mAP", sort=False).reset_index()
+def _embedding(run):
+    return {"embedding_codebook_size": embedding.codebook_sizes(run.coil),
+            "embedding_deep_vs_handcrafted": embedding.deep_vs_handcrafted(run.coil)}
+
+
+def _embedding_section(run, tables) -> str:
+    sizes, methods = tables["embedding_codebook_size"], tables["embedding_deep_vs_handcrafted"]
+    wide = methods.pivot_table(index=["method", "dim"], columns="protocol", values="mAP", sort=False).reset_index()
     reported = survey.table_2_2()
     reported = reported[reported["enhancement"].str.contains("BoW|VLAD", na=False)][
         ["method", "backbone", "layer", "enhancement", "dim", "oxford5k", "paris6k", "holidays"]]
-    ks = embedding.SMALL_TABLE_K if coil.small else embedding.TABLE_K
+    ks = embedding.SMALL_TABLE_K if run.small else embedding.TABLE_K
     return (
         "## Feature embedding: BoW, VLAD, Fisher vectors (§2.3.2.2, Eqs. 2.4–2.11)\n\n"
         "mAP vs codebook size K on two kinds of local descriptors — conv columns of EfficientNet-Lite0's head "
         "and DoG RootSIFT (OpenCV) — with k-means / GMM codebooks and BoW's idf learned on the learning split.\n\n"
-        f"{_table(sizes, ['source', 'method', 'K', 'dim', 'bytes_per_image', 'mAP', 'mP@10'])}\n\n"
+        f"{table(sizes, ['source', 'method', 'K', 'dim', 'bytes_per_image', 'mAP', 'mP@10'])}\n\n"
         "Best K per descriptor and embedding (chosen here after the fact, for the curve only):\n\n"
         f"{_best(sizes).to_markdown(index=False, floatfmt='.4f')}\n\n"
         "### Deep vs handcrafted (§2.1, question 1)\n\n"
@@ -66,16 +66,17 @@ def step_embedding(run) -> str:
     )
 
 
-def step_attention(run) -> str:
-    coil = _coil(run)
-    df = embedding.attention(coil)
-    history = df.attrs["history"]
-    run.save_csv(df, "attention")
-    run.save_csv(history, "attention_training")
-    run.save_figure(fe.attention_bars(df), "attention")
-    run.save_figure(fe.training_curve(history), "attention_training")
-    images, maps = embedding.attention_examples(coil)
-    run.save_figure(fe.attention_panel(images, maps), "attention_maps")
+def _attention(run):
+    df = embedding.attention(run.coil)
+    return {"attention": df, "attention_training": df.attrs["history"]}
+
+
+def _attention_maps(run, tables):
+    return {"attention_maps": fe.attention_panel(*embedding.attention_examples(run.coil))}
+
+
+def _attention_section(run, tables) -> str:
+    df, history = tables["attention"], tables["attention_training"]
     wide = df.pivot_table(index=["variant", "kind"], columns="protocol", values="mAP", sort=False).reset_index()
     best_epoch = int(history.loc[history["val_mAP"].idxmax(), "epoch"])
     reported = survey.table_2_2()
@@ -104,7 +105,16 @@ def step_attention(run) -> str:
     )
 
 
-STEPS = {
-    "embedding": step_embedding,
-    "attention": step_attention,
-}
+STEPS = {step.name: step for step in (
+    Step("embedding", ("embedding_codebook_size", "embedding_deep_vs_handcrafted"), _embedding,
+         (Figure("embedding_codebook_size", ("embedding_codebook_size",), fe.codebook_curves,
+                 "BoW / VLAD / FV against codebook size"),
+          Figure("embedding_deep_vs_handcrafted", ("embedding_deep_vs_handcrafted",), fe.method_bars,
+                 "deep vs handcrafted embeddings")),
+         _embedding_section),
+    Step("attention", ("attention", "attention_training"), _attention,
+         (Figure("attention", ("attention",), fe.attention_bars, "attention pooling variants"),
+          Figure("attention_training", ("attention_training",), fe.training_curve,
+                 "learned attention: training curve")),
+         _attention_section, live_figures=_attention_maps),
+)}

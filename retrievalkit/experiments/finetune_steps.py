@@ -7,8 +7,7 @@ from __future__ import annotations
 from .. import figures_finetune as ff
 from .. import survey
 from . import finetune
-from .hashing_steps import _coil
-from .offtheshelf_steps import save_with_per_query
+from .steps import Figure, Step
 
 PROTOCOL_NOTE = (
     "Protocol differences: the survey's Table 2.3 fine-tunes whole VGG/ResNet networks on landmark "
@@ -23,19 +22,15 @@ PROTOCOL_NOTE = (
 )
 
 
-def step_finetune(run) -> str:
-    """Fine-tune with every §2.4 loss and the unsupervised methods; write CSVs, figures, a Markdown section."""
-    scores, history, points = finetune.compare(_coil(run), progress=run.progress)
-    ours = finetune.table_2_3_like(scores)
-    reported = survey.table_2_3()
-    save_with_per_query(run, scores, "finetune")
-    run.save_csv(history, "finetune_history")
-    run.save_csv(points, "finetune_embedding")
-    run.save_csv(ours, "table_2_3_ours")
-    run.save_figure(ff.before_after(scores), "finetune_before_after")
-    run.save_figure(ff.training_curves(history), "finetune_curves")
-    run.save_figure(ff.embedding(points), "finetune_embedding")
-    run.save_figure(ff.reported_vs_ours(ours, reported), "table_2_3_reported_vs_ours")
+def _finetune(run):
+    """Fine-tune with every §2.4 loss and the unsupervised methods."""
+    scores, history, points = finetune.compare(run.coil, progress=run.progress)
+    return {"finetune": scores, "finetune_history": history, "finetune_embedding": points,
+            "table_2_3_ours": finetune.table_2_3_like(scores)}
+
+
+def _finetune_section(run, tables) -> str:
+    scores, ours, reported = tables["finetune"], tables["table_2_3_ours"], survey.table_2_3()
     wide = scores.pivot_table(index=["stage", "method"], columns="protocol", values="mAP", sort=False).reset_index()
     timing = scores[(scores["stage"] == "after") & (scores["protocol"] == "all")][
         ["method", "supervision", "best_epoch", "epochs_run", "s_per_epoch", "train_s", "gem_p"]].astype(
@@ -63,4 +58,12 @@ def step_finetune(run) -> str:
     )
 
 
-STEPS = {"finetune": step_finetune}
+STEPS = {"finetune": Step(
+    "finetune", ("finetune", "finetune_history", "finetune_embedding", "table_2_3_ours"), _finetune,
+    (Figure("finetune_before_after", ("finetune",), ff.before_after, "fine-tuning: test mAP before and after, per loss"),
+     Figure("finetune_curves", ("finetune_history",), ff.training_curves, "fine-tuning: training curves"),
+     Figure("finetune_embedding", ("finetune_embedding",), ff.embedding,
+            "fine-tuning: test descriptors in 2-D before and after"),
+     Figure("table_2_3_reported_vs_ours", ("table_2_3_ours",), lambda ours: ff.reported_vs_ours(ours, survey.table_2_3()),
+            "Table 2.3: reported vs ours")),
+    _finetune_section)}

@@ -6,13 +6,14 @@ notebooks/08_indexing_and_efficiency.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import pandas as pd
 
 from .. import figures_hashing as fh
 from .. import survey
 from . import hashing
-from .offtheshelf import Coil
-from .offtheshelf_steps import save_with_per_query
+from .steps import Figure, Step
 
 PROTOCOL_NOTE = (
     "Protocol differences: the survey's hashing papers report mAP on CIFAR-10 / NUS-WIDE with codes "
@@ -25,31 +26,24 @@ PROTOCOL_NOTE = (
 )
 
 
-def _coil(run) -> Coil:
-    if "coil" not in run.shared:
-        run.shared["coil"] = Coil(small=run.small, data_home=run.data_home, progress=run.progress)
-    return run.shared["coil"]
-
-
 def _coil_data(run) -> hashing.HashData:
     if "hash_coil" not in run.shared:
-        run.shared["hash_coil"] = hashing.coil_data(_coil(run))
+        run.shared["hash_coil"] = hashing.coil_data(run.coil)
     return run.shared["hash_coil"]
 
 
-def step_hashing(run) -> str:
+def _hashing(run):
     datasets = [_coil_data(run), hashing.fashion_data(run.small, run.data_home, progress=run.progress)]
     scores, curves = [], []
     for data in datasets:
         s, c = hashing.code_length(data, small=run.small, progress=run.progress)
         scores.append(s)
         curves.append(c)
-    df, pr = pd.concat(scores, ignore_index=True), pd.concat(curves, ignore_index=True)
-    run.save_csv(df, "hashing")
-    run.save_csv(pr, "hashing_pr")
-    run.save_figure(fh.map_vs_bits(df), "hashing_map_vs_bits")
-    run.save_figure(fh.code_diagnostics(df, hashing.PR_BITS), "hashing_diagnostics")
-    run.save_figure(fh.pr_curves(pr), "hashing_pr")
+    return {"hashing": pd.concat(scores, ignore_index=True), "hashing_pr": pd.concat(curves, ignore_index=True)}
+
+
+def _hashing_section(run, tables) -> str:
+    df = tables["hashing"]
     wide = df[df["method"] != "float"].pivot_table(index="method", columns=["dataset", "bits"], values="mAP",
                                                    sort=False)
     diag = df[(df["bits"] == hashing.PR_BITS)][["dataset", "method", "mAP", "mean_balance", "mean_abs_corr",
@@ -71,14 +65,14 @@ def step_hashing(run) -> str:
     )
 
 
-def step_efficiency(run) -> str:
+def _efficiency(run):
     data = _coil_data(run)
-    table = hashing.accuracy_time_memory(data, small=run.small)
-    save_with_per_query(run, table, "table_2_1")
-    run.save_figure(fh.pareto(table), "table_2_1_pareto")
-    sc = hashing.scale(data, small=run.small)
-    run.save_csv(sc, "scale")
-    run.save_figure(fh.scale_curves(sc), "scale")
+    return {"table_2_1": hashing.accuracy_time_memory(data, small=run.small),
+            "scale": hashing.scale(data, small=run.small)}
+
+
+def _efficiency_section(run, tables) -> str:
+    data, table, sc = _coil_data(run), tables["table_2_1"], tables["scale"]
     reported = survey.table_2_1()
     acc = [c for c in sc.columns if c.startswith("mAP@")][0]
     return (
@@ -102,7 +96,15 @@ def step_efficiency(run) -> str:
     )
 
 
-STEPS = {
-    "hashing": step_hashing,
-    "efficiency": step_efficiency,
-}
+STEPS = {step.name: step for step in (
+    Step("hashing", ("hashing", "hashing_pr"), _hashing,
+         (Figure("hashing_map_vs_bits", ("hashing",), fh.map_vs_bits, "hashing: mAP vs code length"),
+          Figure("hashing_diagnostics", ("hashing",), partial(fh.code_diagnostics, bits=hashing.PR_BITS),
+                 "hashing: bit balance and correlation"),
+          Figure("hashing_pr", ("hashing_pr",), fh.pr_curves, "hashing: precision-recall")),
+         _hashing_section),
+    Step("efficiency", ("table_2_1", "scale"), _efficiency,
+         (Figure("table_2_1_pareto", ("table_2_1",), fh.pareto, "Table 2.1: accuracy vs time vs memory"),
+          Figure("scale", ("scale",), fh.scale_curves, "search time and memory against database size")),
+         _efficiency_section),
+)}

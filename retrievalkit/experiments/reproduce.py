@@ -1,126 +1,74 @@
 """``retrievalkit reproduce``: run every experiment on the default data, write results, figures and a report.
 
-Each step takes a :class:`Run` and returns a Markdown section for ``figures/REPORT.md``. Later
-parts of the project register their steps in :data:`STEPS`; the order is the survey's.
+:data:`STEPS` holds every :class:`~retrievalkit.experiments.steps.Step` in the survey's order; each
+writes its CSVs and figures and returns a Markdown section for ``figures/REPORT.md``. ``--from-cache``
+(:func:`from_cache`) redraws the same figures from the saved CSVs and reassembles the report.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
 from .. import config
 from ..datasets.base import DatasetNotFoundError
+from .steps import Figure, Run, Step, atomic_write, save_png
 
 log = logging.getLogger(__name__)
 
-SMALL_TEST_OBJECTS = tuple(range(51, 61))  # 10 test objects: 720 images, 40 queries
 
-
-@dataclass
-class Run:
-    """Where a reproduction writes, and what it shares between steps."""
-
-    figures: Path
-    results: Path
-    small: bool
-    progress: bool
-    data_home: Path | None = None
-    written: list[Path] = field(default_factory=list)
-    shared: dict = field(default_factory=dict)  # results that later steps reuse (e.g. the aggregation rows)
-    _datasets: dict = field(default_factory=dict)
-
-    def coil100(self, split: str = "test"):
-        """COIL-100 (the default dataset); in SMALL mode a 10-object test split."""
-        from ..datasets import coil100
-
-        key = ("coil100", split)
-        if key not in self._datasets:
-            objects = SMALL_TEST_OBJECTS if (self.small and split == "test") else None
-            self._datasets[key] = coil100.load(
-                data_home=self.data_home, split=split, objects=objects, progress=self.progress
-            )
-        return self._datasets[key]
-
-    def save_csv(self, df: pd.DataFrame, name: str) -> Path:
-        path = self.results / f"{name}.csv"
-        _atomic_write(path, df.to_csv(index=False))
-        self.written.append(path)
-        return path
-
-    def save_figure(self, fig, name: str) -> Path:
-        from .redraw import save_png
-
-        path = save_png(fig, self.figures / f"{name}.png")
-        self.written.append(path)
-        return path
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def step_baseline(run: Run) -> str:
-    """Colour-histogram baseline on COIL-100: CSV, ranking panel, protocol bars."""
-    from .. import figures
-    from . import baseline
-
-    dataset = run.coil100("test")
-    df, ids = baseline.run(dataset, progress=run.progress)
-    run.save_csv(df, "baseline")
-    queries, labels = _worst_and_median_queries(ids, dataset)
-    run.save_figure(
-        figures.ranking_panel(
-            dataset, ids, queries, k=10, row_labels=labels,
-            title="COIL-100, colour-histogram baseline: the 3 hardest queries and 2 median ones (top-10)",
-        ),
-        "baseline_ranking",
-    )
-    run.save_figure(
-        figures.protocol_bars(df, hue="method", title="Colour-histogram baseline, COIL-100"),
-        "baseline_protocols",
-    )
-    table = df[["protocol", "queries", "mAP", "mAP_finite", "mP@1", "mP@5", "mP@10"]].to_markdown(index=False, floatfmt=".4f")
-    return (
-        "## Handcrafted baseline (colour histogram, COIL-100)\n\n"
-        f"{dataset.description}. HSV histogram {baseline.baselines.DEFAULT_BINS}, square-rooted and L2-normalised; "
-        "exact inner-product search.\n\n"
-        f"{table}\n\n![ranking](baseline_ranking.png)\n"
-    )
-
-
-def _worst_and_median_queries(ids, dataset, n_worst: int = 3, n_median: int = 2):
-    """Queries worth looking at: the lowest-AP ones show where a method fails."""
-    import numpy as np
-
-    from .. import evaluate
-
-    ap = evaluate.average_precision(ids, dataset.ground_truth())
-    order = np.argsort(ap, kind="stable")
-    middle = len(order) // 2
-    picked = list(order[:n_worst]) + list(order[middle : middle + n_median])
-    return [int(q) for q in picked], [f"AP {ap[q]:.2f}" for q in picked]
-
-
-def _all_steps() -> dict[str, Callable[[Run], str]]:
+def _all_steps() -> dict[str, Step]:
     from . import embedding_steps, finetune_steps, hashing_steps, offtheshelf_steps, rerank_steps
 
     hashing = dict(hashing_steps.STEPS)
     efficiency = {"efficiency": hashing.pop("efficiency")}  # Table 2.1 closes the survey's §2.5.3
-    return {"baseline": step_baseline, **offtheshelf_steps.STEPS, **embedding_steps.STEPS, **hashing,
-            **finetune_steps.STEPS, **rerank_steps.STEPS, **efficiency}
+    return {**offtheshelf_steps.STEPS, **embedding_steps.STEPS, **hashing, **finetune_steps.STEPS,
+            **rerank_steps.STEPS, **efficiency}
 
 
-STEPS: dict[str, Callable[[Run], str]] = _all_steps()
+STEPS: dict[str, Step] = _all_steps()
+
+
+def _survey_timeline():
+    from .. import figures, survey
+
+    return figures.progress_timeline(survey.progress_timeline())
+
+
+SURVEY_TIMELINE = Figure("survey_timeline", (), _survey_timeline, "Figure 2.12(a): the survey's reported results by year")
+
+
+def cached_figures() -> list[Figure]:
+    """Every figure drawn from CSVs alone (by a step and by ``--from-cache``), in the report's order."""
+    return [SURVEY_TIMELINE] + [fig for step in STEPS.values() for fig in step.figures]
+
+
+def redraw(results_dir="results", figures_dir="figures", names=None) -> tuple[list[Path], list[str]]:
+    """Redraw the figures whose CSVs exist in ``results_dir``; returns (written files, skipped names).
+
+    A figure is skipped (and named in the second list) when one of its CSVs is missing, i.e. its
+    step has not been run; nothing is recomputed.
+    """
+    results, out, registry = Path(results_dir), Path(figures_dir), cached_figures()
+    unknown = sorted(set(names or ()) - {fig.name for fig in registry})
+    if unknown:
+        raise ValueError(f"unknown figure(s) {unknown}; known: {', '.join(sorted(f.name for f in registry))}")
+    out.mkdir(parents=True, exist_ok=True)
+    written, skipped = [], []
+    for fig in registry:
+        if names and fig.name not in names:
+            continue
+        paths = {csv: results / f"{csv}.csv" for csv in fig.inputs}
+        if not all(p.is_file() for p in paths.values()):
+            skipped.append(fig.name)
+            continue
+        tables = {csv: pd.read_csv(p) for csv, p in paths.items()}
+        written.append(save_png(fig.from_tables(tables), out / f"{fig.name}.png"))
+    return written, skipped
 
 
 def reproduce(
@@ -160,8 +108,6 @@ def reproduce(
             section = (f"## Step `{name}` failed\n\n`{failed[name]}` — see the log; rerun with "
                        f"`retrievalkit reproduce --steps {name}`.\n")
         _save_section(run, name, section, time.perf_counter() - start)
-    from .redraw import redraw
-
     run.written += redraw(run.results, run.figures, names=["survey_timeline"])[0]
     report = write_report(run.figures, run.results)
     run.written.append(report)
@@ -177,8 +123,8 @@ def _save_section(run: Run, name: str, markdown: str, seconds: float) -> None:
     meta = {"step": name, "seconds": round(seconds, 1), "mode": "SMALL" if run.small else "full",
             "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(),
             "python": platform.python_version()}
-    _atomic_write(folder / f"{name}.md", markdown)
-    _atomic_write(folder / f"{name}.json", json.dumps(meta))
+    atomic_write(folder / f"{name}.md", markdown)
+    atomic_write(folder / f"{name}.json", json.dumps(meta))
 
 
 def write_report(figures_dir="figures", results_dir="results") -> Path:
@@ -200,7 +146,7 @@ def write_report(figures_dir="figures", results_dir="results") -> Path:
         "| step | mode | seconds | date |\n|---|---|---:|---|\n" + "\n".join(rows) + "\n\n"
     )
     report = Path(figures_dir) / "REPORT.md"
-    _atomic_write(report, header + _claims_section(results_dir, figures_dir) + "\n".join(sections))
+    atomic_write(report, header + _claims_section(results_dir, figures_dir) + "\n".join(sections))
     return report
 
 
@@ -234,8 +180,6 @@ def _claims_section(results_dir, figures_dir) -> str:
 
 def from_cache(figures_dir="figures", results_dir="results") -> list[Path]:
     """Redraw every figure from the saved CSVs and rewrite REPORT.md; computes nothing. notebooks/12."""
-    from .redraw import redraw
-
     results = Path(results_dir)
     if not results.is_dir():
         raise FileNotFoundError(f"results folder {results} not found: pass the --results folder of an earlier "

@@ -9,27 +9,25 @@ import pandas as pd
 from .. import figures_rerank as fr
 from .. import survey
 from . import rerank
-from .hashing_steps import _coil
-from .offtheshelf_steps import save_with_per_query
+from .steps import Figure, Step
 
 COLUMNS = ["method", "mode", "mAP", "ms_per_query", "build_s", "index_bytes", "note"]
 
 
-def step_rerank(run) -> str:
-    coil = _coil(run)
+def _rerank(run):
     if "rerank_splits" not in run.shared:
-        run.shared["rerank_splits"] = rerank.coil_splits(coil)
+        run.shared["rerank_splits"] = rerank.coil_splits(run.coil)
     splits = run.shared["rerank_splits"]
-    df, grid, params = rerank.table(coil, splits=splits, progress=run.progress)
-    sc = rerank.scale(coil, params, splits=splits, progress=run.progress)
-    save_with_per_query(run, df, "rerank")
-    run.save_csv(sc, "rerank_scale")
-    run.save_csv(grid, "rerank_grid")
-    run.save_figure(fr.accuracy_time(pd.concat([df, sc], ignore_index=True)), "rerank_accuracy_time")
-    run.save_figure(fr.selection_grid(grid), "rerank_grid")
+    df, grid, run.shared["rerank_params"] = rerank.table(run.coil, splits=splits, progress=run.progress)
+    sc = rerank.scale(run.coil, run.shared["rerank_params"], splits=splits, progress=run.progress)
+    return {"rerank": df, "rerank_scale": sc, "rerank_grid": grid}
+
+
+def _rerank_section(run, tables) -> str:
+    df, sc, params = tables["rerank"], tables["rerank_scale"], run.shared["rerank_params"]
     reported = survey.table_2_1()
     reported = reported[reported["ref"].isin([150, 153, 165])]
-    n_db, n_q = int(df["n_db"].iloc[0]), len(coil.split("test").query_db_index)
+    n_db, n_q = int(df["n_db"].iloc[0]), len(run.coil.split("test").query_db_index)
     chosen = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in params.items()
                        if k != "whitening" and not k.startswith("val_"))
     none = df.loc[df["method"] == "none", "ms_per_query"].iloc[0]
@@ -66,4 +64,10 @@ def step_rerank(run) -> str:
     )
 
 
-STEPS = {"rerank": step_rerank}
+STEPS = {"rerank": Step(
+    "rerank", ("rerank", "rerank_scale", "rerank_grid"), _rerank,
+    (Figure("rerank_accuracy_time", ("rerank", "rerank_scale"),
+            lambda df, sc: fr.accuracy_time(pd.concat([df, sc], ignore_index=True)),
+            "re-ranking and diffusion: mAP vs ms per query"),
+     Figure("rerank_grid", ("rerank_grid",), fr.selection_grid, "re-ranking hyper-parameters chosen on the learning split")),
+    _rerank_section)}

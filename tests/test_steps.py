@@ -1,0 +1,91 @@
+"""Each reproduce step is declared once (experiments/steps.py): its figures come from its own tables, and a
+figure a step draws is the picture ``--from-cache`` redraws from the CSVs."""
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from retrievalkit.experiments import (embedding_steps, finetune_steps, hashing_steps, offtheshelf_steps, reproduce,
+                                      rerank_steps)
+from retrievalkit.experiments.offtheshelf import SMALL_TEST, Coil
+from retrievalkit.experiments.steps import Figure, Run, Step
+
+COMMITTED_RESULTS = Path(__file__).resolve().parents[1] / "results"
+MODULES = (offtheshelf_steps, embedding_steps, hashing_steps, finetune_steps, rerank_steps)
+
+
+@pytest.fixture(scope="module")
+def home(request):
+    from retrievalkit import config
+
+    return None if (config.data_home() / "coil100").is_dir() else request.getfixturevalue("coil_home")
+
+
+def test_names_are_unique_and_every_step_is_registered_once():
+    steps = [step for module in MODULES for step in module.STEPS.values()]
+    assert sorted(s.name for s in steps) == sorted(reproduce.STEPS)
+    assert all(name == step.name for module in MODULES for name, step in module.STEPS.items())
+    csvs = Counter(csv for s in steps for csv in s.outputs)
+    figures = Counter(f.name for f in reproduce.cached_figures())
+    assert max(csvs.values()) == 1 and max(figures.values()) == 1, (csvs, figures)
+
+
+def test_every_figure_is_drawn_from_tables_its_own_step_computes():
+    for step in reproduce.STEPS.values():
+        for fig in step.figures:
+            assert fig.inputs and set(fig.inputs) <= set(step.outputs), (step.name, fig.name)
+    assert {csv for s in reproduce.STEPS.values() for csv in s.outputs} <= {p.stem for p in COMMITTED_RESULTS.glob("*.csv")}
+
+
+def test_a_step_that_computes_other_tables_than_it_declares_fails(tmp_path):
+    run = Run(figures=tmp_path, results=tmp_path, small=True, progress=False)
+    step = Step("x", ("a",), lambda run: {"b": pd.DataFrame({"v": [1]})}, (), lambda run, t: "")
+    with pytest.raises(RuntimeError, match=r"step x computed \['b'\] but declares \['a'\]"):
+        step(run)
+
+
+def test_per_query_aps_are_written_beside_their_table(tmp_path):
+    df = pd.DataFrame({"mAP": [0.5]})
+    df.attrs["per_query"] = [{"query": 0, "AP": 0.25}, {"query": 1, "AP": 0.75}]
+    drawn = []
+    step = Step("x", ("x",), lambda run: {"x": df},
+                (Figure("x", ("x",), lambda t: drawn.append(t) or _blank(), "test"),),
+                lambda run, tables: f"{sorted(tables)}")
+    run = Run(figures=tmp_path, results=tmp_path, small=True, progress=False)
+    assert step(run) == "['x', 'x_per_query']" and drawn == [df]
+    assert pd.read_csv(tmp_path / "x_per_query.csv")["AP"].tolist() == [0.25, 0.75]
+    assert {p.name for p in run.written} == {"x.csv", "x_per_query.csv", "x.png"}
+
+
+def _blank():
+    import matplotlib.pyplot as plt
+
+    return plt.figure(figsize=(1, 1))
+
+
+def test_run_shares_one_coil_whose_small_test_split_is_objects_51_to_60(home):
+    run = Run(figures=Path("f"), results=Path("r"), small=True, progress=False, data_home=home)
+    assert isinstance(run.coil, Coil) and run.coil is run.coil and run.coil.small
+    objects = {int(Path(p).name.split("__")[0].removeprefix("obj")) for p in run.coil.split("test").db_paths}
+    assert objects == set(range(51, 61)) == set(SMALL_TEST)
+    assert run.coil.memo == {} and Coil().memo is not Coil().memo  # one memo per set of splits
+
+
+def test_a_steps_figures_equal_their_from_cache_redraw(home, tmp_path):
+    """The step draws from the frames it computed; --from-cache from the CSVs it wrote: same PNG bytes."""
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copyfile(COMMITTED_RESULTS / "aggregation.csv", results / "aggregation.csv")  # depth reads it
+    written = reproduce.reproduce(["baseline", "depth", "layers"], figures_dir=tmp_path / "run", results_dir=results,
+                                  small=True, progress=False, data_home=home)
+    drawn = {p.name for p in written if p.suffix == ".png"}
+    assert {"baseline_protocols.png", "baseline_ranking.png", "depth.png", "layers.png"} <= drawn
+    redrawn, _ = reproduce.redraw(results, tmp_path / "cache")
+    compared = [p.name for p in redrawn if p.name in drawn]
+    assert {"baseline_protocols.png", "depth.png", "layers.png", "survey_timeline.png"} <= set(compared)
+    for name in compared:
+        assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "cache" / name).read_bytes(), name
