@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import config, evaluate
+from . import config
+from .evaluate import leave_one_out_map
 from .finetune.losses import CosineClassifierLoss
-from .index import exact_search
 from .nn.attention import DEFAULT_HIDDEN, AttentionHead, AttentionPooling, attention_descriptors
 from .rows import Estimator
 from .train.loop import fit, minibatches, sgd_epoch
@@ -36,13 +36,6 @@ class _FCHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(torch.relu(self.fc(x)), dim=1)
-
-
-def leave_one_out_map(x: np.ndarray, labels: np.ndarray) -> float:
-    """mAP when every row queries all the others (itself excluded) — the validation score."""
-    _, ids = exact_search(x, x)
-    gnd = evaluate.label_ground_truth(labels)
-    return evaluate.mean_ap(ids, gnd)
 
 
 class _TrainedHead(Estimator):

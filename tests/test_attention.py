@@ -10,7 +10,8 @@ from PIL import Image
 from retrievalkit import nn as rnn
 from retrievalkit.nn import attention as A
 from retrievalkit.nn import functional as F
-from retrievalkit.projection import LearnedAttention, leave_one_out_map
+from retrievalkit.evaluate import leave_one_out_map
+from retrievalkit.projection import LearnedAttention
 from retrievalkit.rows import NotFittedError
 
 ALL_KINDS = ("crow", "sum", "max", "cam", "learned")

@@ -89,3 +89,14 @@ def test_methods_are_named_rows_whose_losses_exist():
     assert E.method_named("joint")._asdict() == {"name": "joint", "supervision": "supervised", "loss": "joint",
                                                  "loss_kwargs": {"alpha": 1.0, "beta": 0.1}, "equation": "2.18",
                                                  "survey_loss": "Triplet Loss"}
+
+
+def test_mining_stats_count_how_often_mined_rows_really_match():
+    from retrievalkit.finetune.unsupervised import ManifoldMining
+
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    mined = ManifoldMining(np.array([0, 3]), [np.array([1, 3]), np.array([4])], [np.array([5]), np.array([0, 4])],
+                           [], [])
+    # positives: row 1 matches anchor 0, row 3 does not; row 4 matches anchor 3 → 2/3
+    # negatives: row 5 is another object than anchor 0, row 0 too, row 4 is not → 2/3
+    assert E.mining_stats(mined, labels) == pytest.approx({"pos_precision": 2 / 3, "neg_precision": 2 / 3})

@@ -322,7 +322,7 @@ def test_finetune_runs_with_deterministic_kernels_and_restores_the_setting(coil_
 
 def test_early_stopping_keeps_the_earliest_epoch_on_exact_ties(coil_data, monkeypatch):
     """Equal validation mAPs never move the kept epoch: a rerun cannot stop elsewhere on a tie."""
-    monkeypatch.setattr(T, "loo_map", lambda *args, **kwargs: 0.5)
+    monkeypatch.setattr(T.evaluate, "leave_one_out_map", lambda *args, **kwargs: 0.5)
     train, val = _part(coil_data, [1, 2]), _part(coil_data, [9, 10])
     res = T.finetune(train, val, _cfg(epochs=5, patience=2, queries=8, pool=60))
     assert res.best_epoch == 0

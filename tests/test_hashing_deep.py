@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from retrievalkit import hashing as H
+from retrievalkit.evaluate import leave_one_out_map
 from retrievalkit.finetune.losses import all_pairs
 from retrievalkit.hashing import deep as Dp
 from retrievalkit.rows import NotFittedError
@@ -146,7 +147,8 @@ def test_best_epoch_is_chosen_on_validation_only(plain, learning_split):
     assert [r["kept"] for r in plain.history_].count(True) == 1
     assert plain.history_[plain.best_epoch_ - 1]["kept"]
     # the kept model is the best-validation one: recomputing its validation mAP gives the maximum
-    assert Dp.hamming_leave_one_out_map(plain.transform(X_val), y_val) == pytest.approx(max(val))
+    B = plain.transform(X_val).astype(np.float32)
+    assert leave_one_out_map(labels=y_val, scores=B @ B.T, mode="finite") == pytest.approx(max(val))
     # without validation nothing is selected: the last epoch is kept
     last = Dp.DeepHash(16, "pairwise", **{**TRAIN_KW, "epochs": 2}).fit(X, y)
     assert last.best_epoch_ == 2 and last.history_[-1]["val_mAP"] is None

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from retrievalkit import projection, whitening
+from retrievalkit import evaluate, projection, whitening
 from retrievalkit.experiments import offtheshelf
 
 
@@ -75,12 +75,12 @@ def test_learned_projection_learns_classes_and_selects_on_validation():
     best = max(proj.history_, key=lambda r: r["val_mAP"])
     assert proj.best_epoch_ == best["epoch"]
     # the kept weights are the best epoch's, not the last one's
-    assert projection.leave_one_out_map(proj.transform(x[val]), labels[val]) == pytest.approx(best["val_mAP"])
+    assert evaluate.leave_one_out_map(proj.transform(x[val]), labels[val]) == pytest.approx(best["val_mAP"])
     # without validation data the last epoch is kept; it separates its training classes better than raw vectors
     last = projection.LearnedProjection(32, epochs=15, lr=1e-2).fit(x[train], labels[train])
     assert last.best_epoch_ == 15
     unit = x[train] / np.linalg.norm(x[train], axis=1, keepdims=True)
-    assert projection.leave_one_out_map(last.transform(x[train]), labels[train]) > projection.leave_one_out_map(unit, labels[train])
+    assert evaluate.leave_one_out_map(last.transform(x[train]), labels[train]) > evaluate.leave_one_out_map(unit, labels[train])
 
 
 def test_projection_must_be_fitted_first():

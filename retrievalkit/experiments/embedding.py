@@ -63,17 +63,6 @@ SMALL_ATTENTION_EPOCHS = 4
 ATTENTION_HIDDEN = 256
 PANEL_KINDS = ("crow", "sum", "max", "cam", "learned")
 
-_CACHE_ATTR = "_embedding_memo"
-
-
-def _memo(coil: Coil) -> dict:
-    """Per-Coil memo (descriptors, codebooks, encodings), so experiments in one session share work."""
-    memo = coil.__dict__.get(_CACHE_ATTR)
-    if memo is None:
-        memo = coil.__dict__[_CACHE_ATTR] = {}
-    return memo
-
-
 def _rows(base: dict, results: list[dict]) -> list[dict]:
     return [{**base, **r} for r in results]
 
@@ -92,7 +81,7 @@ def deep_maps(coil: Coil, split: str) -> np.ndarray:
 def column_pca(coil: Coil, dim: int = COLUMN_DIM, max_rows: int = COLUMN_PCA_ROWS, seed: int = 0) -> whitening.PCA:
     """PCA (then L2) for L2-normalised conv columns, learned on at most ``max_rows`` LEARNING-split columns."""
     key = ("column_pca", dim, max_rows, seed)
-    memo = _memo(coil)
+    memo = coil.memo
     if key not in memo:
         maps = deep_maps(coil, "learn")
         per_image = maps.shape[2] * maps.shape[3]
@@ -155,7 +144,7 @@ def local_descriptors(coil: Coil, split: str, source: str) -> emb.LocalDescripto
     if source not in SOURCES:
         raise ValueError(f"unknown local descriptor source {source!r}; choose one of {SOURCES}")
     key = ("local", split, source)
-    memo = _memo(coil)
+    memo = coil.memo
     if key not in memo:
         memo[key] = _conv_local(coil, split) if source == "conv" else _sift_local(coil, split)
     return memo[key]
@@ -165,7 +154,7 @@ def local_descriptors(coil: Coil, split: str, source: str) -> emb.LocalDescripto
 def codebook(coil: Coil, source: str, kind: str, k: int):
     """A k-means (``kind="kmeans"``) or GMM (``"gmm"``) codebook learned on LEARNING-split descriptors."""
     key = ("codebook", source, kind, k)
-    memo = _memo(coil)
+    memo = coil.memo
     if key not in memo:
         learn = local_descriptors(coil, "learn", source)
         if kind == "kmeans":
@@ -180,7 +169,7 @@ def codebook(coil: Coil, source: str, kind: str, k: int):
 def encoder(coil: Coil, source: str, method: str, k: int):
     """A fitted BoW (tf-idf from the learning split), VLAD or FV encoder with ``k`` words / Gaussians."""
     key = ("encoder", source, method, k)
-    memo = _memo(coil)
+    memo = coil.memo
     if key not in memo:
         if method == "bow":
             memo[key] = emb.BoW(codebook(coil, source, "kmeans", k)).fit_idf(
@@ -197,7 +186,7 @@ def encoder(coil: Coil, source: str, method: str, k: int):
 def encode(coil: Coil, split: str, source: str, method: str, k: int) -> np.ndarray:
     """``N×dim`` L2-normalised embeddings of a split's database images."""
     key = ("encoded", split, source, method, k)
-    memo = _memo(coil)
+    memo = coil.memo
     if key not in memo:
         memo[key] = np.asarray(encoder(coil, source, method, k).encode(local_descriptors(coil, split, source)),
                                dtype=np.float32)
@@ -314,7 +303,7 @@ def train_head(coil: Coil, epochs: int | None = None, hidden: int = ATTENTION_HI
 
     epochs = epochs if epochs is not None else (SMALL_ATTENTION_EPOCHS if coil.small else ATTENTION_EPOCHS)
     key = ("head", epochs, hidden, seed)
-    memo = _memo(coil)
+    memo = coil.memo
     if key not in memo:
         maps = deep_maps(coil, "learn")
         labels = np.asarray(coil.split("learn").db_labels)

@@ -171,28 +171,6 @@ class PairRegressionLoss(Loss):
         return f"dim={self.dim}, margin={self.margin}"
 
 
-class ContrastiveLoss(Loss):
-    """Eq. (2.16), the Siamese loss: ``½·s·D + ½·(1 − s)·max(0, m − D)`` with ``D`` of Eq. (2.14).
-
-    Matching pairs are pulled together all the way to distance 0; non-matching pairs are pushed
-    until they are at least ``m`` apart (Figure 2.10a). Survey §2.4.1.2b; taught in
-    notebooks/09_supervised_finetuning.
-    """
-
-    needs = "pairs"
-
-    def __init__(self, margin: float = 0.7):
-        super().__init__()
-        self.margin = margin
-
-    def pair_loss(self, a: torch.Tensor, b: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        d = sq_distance(a, b)
-        return (0.5 * s * d + 0.5 * (1 - s) * torch.clamp(self.margin - d, min=0)).mean()
-
-    def extra_repr(self):
-        return f"margin={self.margin}"
-
-
 class DoubleMarginContrastiveLoss(Loss):
     """Eq. (2.19): ``½·s·max(0, D − m1) + ½·(1 − s)·max(0, m2 − D)``.
 
@@ -216,6 +194,22 @@ class DoubleMarginContrastiveLoss(Loss):
 
     def extra_repr(self):
         return f"m1={self.m1}, m2={self.m2}"
+
+
+class ContrastiveLoss(DoubleMarginContrastiveLoss):
+    """Eq. (2.16), the Siamese loss: ``½·s·D + ½·(1 − s)·max(0, m − D)`` with ``D`` of Eq. (2.14).
+
+    Matching pairs are pulled together all the way to distance 0; non-matching pairs are pushed
+    until they are at least ``m`` apart (Figure 2.10a): Eq. (2.19) with ``m1 = 0``, ``m2 = m``.
+    Survey §2.4.1.2b; taught in notebooks/09_supervised_finetuning.
+    """
+
+    def __init__(self, margin: float = 0.7):
+        super().__init__(0.0, margin)
+        self.margin = margin
+
+    def extra_repr(self):
+        return f"margin={self.margin}"
 
 
 class TripletLoss(Loss):

@@ -44,7 +44,7 @@ from . import losses as L
 from .miners import MPerClassSampler, fill_negatives, hardest_negatives, make_tuples, tuple_indices
 
 __all__ = ["TrainData", "TailNet", "FinetuneConfig", "FinetuneResult", "trunk_data", "describe", "finetune",
-           "check_protocol", "loo_map", "DEFAULT_FROZEN", "DEFAULT_SIZE"]
+           "check_protocol", "DEFAULT_FROZEN", "DEFAULT_SIZE"]
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 DEFAULT_FROZEN = "stage6"  # last frozen stage; its output maps are cached
@@ -152,16 +152,6 @@ def describe(model: TailNet, maps, batch_size: int = 256, device=None) -> np.nda
         for start in range(0, len(maps), batch_size):
             out.append(model(_batch(maps, np.arange(start, min(start + batch_size, len(maps))), device)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.dim), np.float32)
-
-
-def loo_map(x: np.ndarray, labels: np.ndarray, scores: np.ndarray | None = None) -> float:
-    """Leave-one-out mAP: every row queries all others (itself excluded); ``scores`` overrides inner products."""
-    s = x @ x.T if scores is None else np.array(scores, dtype=np.float64)
-    np.fill_diagonal(s, -np.inf)
-    ids = np.argsort(-s, axis=1, kind="stable")
-    labels = np.asarray(labels)
-    gnd = evaluate.label_ground_truth(labels)
-    return evaluate.mean_ap(ids, gnd)
 
 
 @dataclass
@@ -305,7 +295,7 @@ def finetune(learn: TrainData, val: TrainData | None = None, cfg: FinetuneConfig
             xv = describe(model, val.maps, device=dev)
             scores = (loss_fn.score(torch.as_tensor(xv, device=dev), torch.as_tensor(xv, device=dev)).cpu().numpy()
                       if scores_pairs else None)
-            record["val_mAP"] = loo_map(xv, val.labels, scores)
+            record["val_mAP"] = evaluate.leave_one_out_map(xv, val.labels, scores=scores)
             seen.update(map(str, val.ids))
         record["p"] = float(model.pool.p.detach())
         return record

@@ -214,21 +214,13 @@ def hash_centers(n_classes: int, n_bits: int, kind: str = "hadamard", seed: int 
     return np.where(rng.random((n_classes, n_bits)) < 0.5, -1.0, 1.0).astype(np.float32)
 
 
-# --------------------------------------------------------------------------- validation score
-def hamming_leave_one_out_map(codes, labels) -> float:
-    """Finite-sum mAP (the hashing literature's) when every code queries all the others by Hamming
-    distance, itself excluded; ties in distance keep the lower row first.
-
-    Builds the full M×M distance matrix: keep validation sets to a few thousand rows."""
-    B = np.asarray(codes, dtype=np.float32)
-    labels = np.asarray(labels).ravel()
-    dist = (B.shape[1] - B @ B.T) / 2
-    ids = np.argsort(dist, axis=1, kind="stable")
-    gnd = evaluate.label_ground_truth(labels)
-    return evaluate.mean_ap(ids, gnd, mode="finite")
-
-
 # --------------------------------------------------------------------------- trainer
+def _hamming_validation(codes: np.ndarray, labels) -> float:
+    """Finite-sum leave-one-out mAP (the hashing literature's) ranking by ±1 inner products = by Hamming distance."""
+    B = codes.astype(np.float32)
+    return evaluate.leave_one_out_map(labels=labels, scores=B @ B.T, mode="finite")
+
+
 class DeepHash(Estimator):
     """A hash head trained on frozen descriptors; ``fit`` / ``transform`` like scikit-learn.
 
@@ -333,7 +325,7 @@ class DeepHash(Estimator):
                 return {"train_loss": means.pop("loss"), **means, "val_mAP": None}
 
             validate = None if X_val is None else (
-                lambda: {"val_mAP": hamming_leave_one_out_map(self.transform(x_val), y_val)})
+                lambda: {"val_mAP": _hamming_validation(self.transform(x_val), y_val)})
             result = fit(run_epoch, [self.head_], epochs=self.epochs, validate=validate, progress=self.progress,
                          desc=f"hash {self.n_bits} bits")
         self.history_, self.best_epoch_, self.best_val_map_ = result.history, result.best_epoch, result.best_score
@@ -369,5 +361,5 @@ class DeepHash(Estimator):
 __all__ = [
     "HashHead", "DeepHash", "LOSSES", "hash_centers", "relaxed_hamming",
     "PairwiseLikelihoodLoss", "ContrastiveHammingLoss", "TripletHammingLoss", "CenterLoss",
-    "quantization_penalty", "balance_penalty", "decorrelation_penalty", "hamming_leave_one_out_map",
+    "quantization_penalty", "balance_penalty", "decorrelation_penalty",
 ]
