@@ -87,6 +87,22 @@ def protocol_bars(df, value: str = "mAP", by: str = "protocol", hue: str | None 
     return fig
 
 
+def finish_axes(ax, xlabel: str, ylabel: str | None = None, title: str | None = None, *, log_x: bool = False,
+                grid: dict | None = None, legend: dict | None = None, title_size: float | None = None) -> None:
+    """The finishing the line and scatter plots share: optional log x, axis labels, title, grid, legend."""
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, **({"fontsize": title_size} if title_size else {}))
+    if grid is not None:
+        ax.grid(**grid)
+    if legend is not None:
+        ax.legend(**legend)
+
+
 def _main_protocol(df, protocol: str = "all"):
     return df[df["protocol"] == protocol] if "protocol" in df.columns else df
 
@@ -128,10 +144,8 @@ def depth_curve(df, protocol: str = "all", title: str | None = None):
     for _, r in data.drop_duplicates("backbone").iterrows():
         ax.annotate(r["backbone"].replace("efficientnet_", ""), (r["depth"], r["mAP"]), fontsize=7,
                     xytext=(3, -10), textcoords="offset points")
-    ax.set_xlabel("depth (weight layers)")
-    ax.set_ylabel("mAP")
-    ax.legend(fontsize=8)
-    ax.set_title(title or f"Depth vs mAP on COIL-100 ({protocol})", fontsize=10)
+    finish_axes(ax, "depth (weight layers)", "mAP", title or f"Depth vs mAP on COIL-100 ({protocol})",
+                legend={"fontsize": 8}, title_size=10)
     fig.tight_layout()
     return fig
 
@@ -150,10 +164,8 @@ def dimension_curve(df, protocol: str = "all", title: str | None = None):
         ax.axvline(native["dim"].iloc[0], color="grey", ls=":", lw=1)
         ax.scatter(native["dim"], native["mAP"], color="black", zorder=3, label="native (no projection)")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("descriptor dimension")
-    ax.set_ylabel("mAP")
-    ax.legend(fontsize=8)
-    ax.set_title(title or f"Dimension vs mAP on COIL-100 ({protocol})", fontsize=10)
+    finish_axes(ax, "descriptor dimension", "mAP", title or f"Dimension vs mAP on COIL-100 ({protocol})",
+                legend={"fontsize": 8}, title_size=10)
     fig.tight_layout()
     return fig
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .figures import finish_axes
+
 MARKERS = {"lsh": "v", "pca_sign": "s", "itq": "o", "deep": "D", "deep+balance": "^", "deep+decorrelation": "<",
            "deep+both": "*", "float": "x"}
 
@@ -112,12 +114,9 @@ def pareto(table, y: str = "mAP", x: str = "ms_per_query_batch", title: str | No
     if front:
         fx, fy = zip(*front)
         ax.step(fx, fy, where="post", color="grey", lw=1, ls=":")
-    ax.set_xscale("log")
-    ax.set_xlabel(f"{x.replace('_', ' ')} (ms, log)")
-    ax.set_ylabel(y)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(title or "Accuracy–time–memory (Table 2.1 analogue; marker area ~ log bytes per vector)")
+    finish_axes(ax, f"{x.replace('_', ' ')} (ms, log)", y,
+                title or "Accuracy–time–memory (Table 2.1 analogue; marker area ~ log bytes per vector)",
+                log_x=True, grid={"alpha": 0.3}, legend={"fontsize": 8, "loc": "lower right"})
     fig.tight_layout()
     return fig
 

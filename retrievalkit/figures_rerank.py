@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .figures import finish_axes
+
 MARKERS = {"none": "x", "AQE": "v", "αQE": "^", "DBA": "s", "DBA+αQE": "D", "diffusion iterative": "o",
            "diffusion CG (online)": "P", "diffusion offline (precomputed)": "*", "diffusion joint (transductive)": "h"}
 
@@ -36,13 +38,10 @@ def accuracy_time(df, title: str | None = None):
             ax.scatter(row["ms_per_query"], y, marker=MARKERS.get(row["method"], "o"), s=70,
                        facecolors="none" if joint else None, edgecolors="k" if joint else None,
                        label=row["method"] + ("" if np.isfinite(row["mAP"]) else " (not scored)"))
-        ax.set_xscale("log")
-        ax.set_xlabel("ms per query (one query at a time, log scale)")
-        ax.set_ylabel("mAP")
         distr = int(part["distractors"].iloc[0])
-        ax.set_title(f"{part['dataset'].iloc[0]}: {n:,} images" + (f" ({distr:,} distractors)" if distr else ""))
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="best")
+        finish_axes(ax, "ms per query (one query at a time, log scale)", "mAP",
+                    f"{part['dataset'].iloc[0]}: {n:,} images" + (f" ({distr:,} distractors)" if distr else ""),
+                    log_x=True, grid={"alpha": 0.3, "which": "both"}, legend={"fontsize": 7, "loc": "best"})
     fig.suptitle(title or "Re-ranking: accuracy vs time per query (Survey Table 2.1, §2.4.2.1)")
     fig.tight_layout()
     return fig
@@ -57,20 +56,12 @@ def selection_grid(grid, title: str | None = None):
         ax.plot(g["qe_k"], g["mAP"], marker=MARKERS.get(method, "o"), label=f"{method} (QE k)")
     g = grid[grid["method"] == "DBA"]
     ax.plot(g["dba_k"], g["mAP"], marker="s", label="DBA (DBA k)")
-    ax.set_xscale("log")
-    ax.set_xlabel("k")
-    ax.set_ylabel("learning-split mAP")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    finish_axes(ax, "k", "learning-split mAP", log_x=True, grid={"alpha": 0.3}, legend={"fontsize": 8})
     ax = axes[1]
     dif = grid[grid["method"] == "diffusion"]
     for alpha, g in dif.groupby("alpha"):
         ax.plot(g["graph_k"], g["mAP"], marker="o", label=f"α = {alpha:g}")
-    ax.set_xscale("log")
-    ax.set_xlabel("graph k")
-    ax.set_title("diffusion (CG)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    finish_axes(ax, "graph k", None, "diffusion (CG)", log_x=True, grid={"alpha": 0.3}, legend={"fontsize": 8})
     fig.suptitle(title or "Hyper-parameters chosen on the learning split (objects 1–50)")
     fig.tight_layout()
     return fig

@@ -89,3 +89,20 @@ def test_a_steps_figures_equal_their_from_cache_redraw(home, tmp_path):
     assert {"baseline_protocols.png", "depth.png", "layers.png", "survey_timeline.png"} <= set(compared)
     for name in compared:
         assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "cache" / name).read_bytes(), name
+
+
+def test_finish_axes_sets_only_what_it_is_given():
+    import matplotlib.pyplot as plt
+
+    from retrievalkit.figures import finish_axes
+
+    fig, (a, b) = plt.subplots(1, 2)
+    a.plot([1, 10], [0, 1], label="line")
+    finish_axes(a, "k", "mAP", "title", log_x=True, grid={"alpha": 0.3}, legend={"fontsize": 7}, title_size=9)
+    default_title_size = b.title.get_fontsize()
+    finish_axes(b, "graph k", None, "plain")
+    assert (a.get_xscale(), a.get_xlabel(), a.get_ylabel(), a.get_title()) == ("log", "k", "mAP", "title")
+    assert a.title.get_fontsize() == 9 and a.get_legend().get_texts()[0].get_fontsize() == 7
+    assert (b.get_xscale(), b.get_ylabel(), b.get_legend()) == ("linear", "", None)
+    assert b.title.get_fontsize() == default_title_size != 9  # no size given: matplotlib's title size stays
+    plt.close(fig)
