@@ -29,7 +29,7 @@ from torch import nn
 
 from ..nn import functional as F
 
-__all__ = ["sq_distance", "all_pairs", "all_triplets", "as_pairs", "Loss", "CosineClassifierLoss",
+__all__ = ["sq_distance", "label_masks", "all_pairs", "all_triplets", "as_pairs", "Loss", "CosineClassifierLoss",
            "PairRegressionLoss", "ContrastiveLoss", "DoubleMarginContrastiveLoss", "TripletLoss", "JointLoss",
            "APLoss", "LOSSES", "build"]
 
@@ -39,7 +39,7 @@ def sq_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).sum(dim=-1)
 
 
-def _same(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def label_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(same, other)``: B×B masks of equal labels, and of pairs ``i ≠ j``."""
     same = labels[:, None] == labels[None, :]
     return same, ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
@@ -47,14 +47,14 @@ def _same(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def all_pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every ordered pair ``i ≠ j`` of the batch as ``(a, b, same)``."""
-    same, other = _same(labels)
+    same, other = label_masks(labels)
     a, b = other.nonzero(as_tuple=True)
     return a, b, same[a, b]
 
 
 def all_triplets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every triplet ``(a, p, n)`` with ``y_a = y_p ≠ y_n`` and ``a ≠ p``."""
-    same, other = _same(labels)
+    same, other = label_masks(labels)
     return ((same & other)[:, :, None] & ~same[:, None, :]).nonzero(as_tuple=True)
 
 
@@ -292,7 +292,7 @@ class APLoss(Loss):
     def soft_ap(self, desc: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Per-query soft AP (``B``; NaN for queries with no positive in the batch)."""
         x = F.l2n(desc)
-        same, off = _same(labels)
+        same, off = label_masks(labels)
         return self.binned_ap(x @ x.T, same & off, off)
 
     def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:

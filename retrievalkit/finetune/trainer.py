@@ -272,7 +272,7 @@ def finetune(learn: TrainData, val: TrainData | None = None, cfg: FinetuneConfig
     model = (model or TailNet(cfg.backbone, cfg.frozen, whiten=cfg.whiten)).to(dev).eval()
     classes, y = (None, None) if learn.labels is None else np.unique(learn.labels, return_inverse=True)
     loss_fn = L.build(cfg.loss, model.dim, 0 if classes is None else len(classes), **cfg.loss_kwargs).to(dev)
-    if (loss_fn.needs_labels or loss_fn.needs == "labels") and learn.labels is None:
+    if loss_fn.needs_labels and learn.labels is None:
         raise ValueError(f"loss {cfg.loss!r} needs labels (object ids or pseudo-labels)")
     y_t = None if y is None else torch.as_tensor(y, device=dev)
     if hasattr(loss_fn, "init_from_means"):

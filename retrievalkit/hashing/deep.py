@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .. import config, evaluate
-from ..finetune.losses import Loss, as_pairs
+from ..finetune.losses import Loss, as_pairs, label_masks
 from ..rows import Estimator, as_labels, as_rows
 from ..train.loop import fit, minibatches, sgd_epoch
 from .codes import pack_codes, to_bits
@@ -66,10 +66,6 @@ class HashHead(nn.Module):
 
 
 # --------------------------------------------------------------------------- losses
-def _similarity(labels: torch.Tensor) -> torch.Tensor:
-    return (labels[:, None] == labels[None, :]).float()
-
-
 def _pairs_mask(n: int, device, indices_tuple=None) -> torch.Tensor:
     """Which ``(i, j)`` enter a pair mean: every ``i ≠ j``, or the pairs of ``indices_tuple``."""
     if indices_tuple is None:
@@ -96,7 +92,7 @@ class PairwiseLikelihoodLoss(Loss):
     def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
         h = embeddings
         theta = h @ h.T / 2
-        nll = nn.functional.softplus(theta) - _similarity(labels) * theta
+        nll = nn.functional.softplus(theta) - label_masks(labels)[0].float() * theta
         return nll[_pairs_mask(len(h), h.device, indices_tuple)].mean() / h.shape[1]
 
 
@@ -113,7 +109,7 @@ class ContrastiveHammingLoss(Loss):
     def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
         h, k = embeddings, embeddings.shape[1]
         d = relaxed_hamming(h)
-        s = _similarity(labels)
+        s = label_masks(labels)[0].float()
         per_pair = s * d + (1 - s) * torch.clamp(self.margin * k - d, min=0)
         return per_pair[_pairs_mask(len(h), h.device, indices_tuple)].mean() / k
 
@@ -135,8 +131,8 @@ class TripletHammingLoss(Loss):
         h, k = embeddings, embeddings.shape[1]
         d = relaxed_hamming(h)
         if indices_tuple is None:
-            s = _similarity(labels).bool()
-            valid = (s & _pairs_mask(len(h), h.device))[:, :, None] & ~s[:, None, :]  # [a, p, n]
+            s, other = label_masks(labels)
+            valid = (s & other)[:, :, None] & ~s[:, None, :]  # [a, p, n]
         else:
             valid = torch.zeros(len(h), len(h), len(h), dtype=torch.bool, device=h.device)
             valid[indices_tuple] = True
