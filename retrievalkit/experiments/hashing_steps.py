@@ -1,7 +1,7 @@
 """``retrievalkit reproduce`` steps for hashing and indexing: CSV + figures + report section each.
 
 Survey §2.3.2.4 (deep hash embedding, bit balance / uncorrelation), §2.1.2 challenge 3 and
-Table 2.1 (accuracy vs time per query). Taught in notebooks/07_hashing and
+Table 2.1 (accuracy vs time per query; the study is :mod:`.efficiency`). Taught in notebooks/07_hashing and
 notebooks/08_indexing_and_efficiency.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pandas as pd
 
 from .. import figures_hashing as fh
 from .. import survey
-from . import hashing
+from . import efficiency, hashing
 from .steps import Figure, Step
 
 PROTOCOL_NOTE = (
@@ -67,8 +67,8 @@ def _hashing_section(run, tables) -> str:
 
 def _efficiency(run):
     data = _coil_data(run)
-    return {"table_2_1": hashing.accuracy_time_memory(data, small=run.small),
-            "scale": hashing.scale(data, small=run.small)}
+    return {"table_2_1": efficiency.accuracy_time_memory(data, small=run.small),
+            "scale": efficiency.scale(data, small=run.small)}
 
 
 def _efficiency_section(run, tables) -> str:
@@ -78,8 +78,8 @@ def _efficiency_section(run, tables) -> str:
     return (
         "## Accuracy–time–memory (Table 2.1 analogue) and scale (§2.1.2 challenge 3)\n\n"
         f"COIL-100 test database ({len(data.x_db)} × {data.x_db.shape[1]}-d), {len(data.x_query)} queries; "
-        f"mAP over the full ranking, recall@{hashing.TIME_K} against exact search, ms per query at "
-        f"k = {hashing.TIME_K} (batch of all queries, and one at a time), bytes per vector = serialised index "
+        f"mAP over the full ranking, recall@{efficiency.TIME_K} against exact search, ms per query at "
+        f"k = {efficiency.TIME_K} (batch of all queries, and one at a time), bytes per vector = serialised index "
         "size / N (training overheads such as a PCA matrix included, which dominates on a small database).\n\n"
         f"{table[['method', 'mAP', 'recall@k', 'ms_per_query_batch', 'ms_per_query_single', 'bytes_per_vector', 'build_s']].to_markdown(index=False, floatfmt='.4f')}\n\n"
         "Survey Table 2.1 (reported; mAP %, N-S, time per query in ms):\n\n"
@@ -89,8 +89,8 @@ def _efficiency_section(run, tables) -> str:
         "pre-computed descriptors on 2 shared CPU cores (noisy: compare rows measured together), and the "
         "accuracy is COIL-100 mAP.\n\n"
         f"Scale: the real test database plus synthetic distractors (a Gaussian fitted on the learning split "
-        f"in a {hashing.SCALE_DIM}-d PCA space learned there, L2-normalised); {acc} = trapezoid AP over the "
-        f"top {hashing.SCALE_MAP_K}. HNSW is skipped above {hashing.SCALE_HNSW_MAX:,} vectors (build time).\n\n"
+        f"in a {efficiency.SCALE_DIM}-d PCA space learned there, L2-normalised); {acc} = trapezoid AP over the "
+        f"top {efficiency.SCALE_MAP_K}. HNSW is skipped above {efficiency.SCALE_HNSW_MAX:,} vectors (build time).\n\n"
         f"{sc[['n', 'method', 'ms_per_query_batch', 'ms_per_query_single', 'bytes_per_vector', 'index_MB', 'recall@k', acc]].to_markdown(index=False, floatfmt='.4f')}\n\n"
         "![pareto](table_2_1_pareto.png)\n\n![scale](scale.png)\n"
     )
