@@ -224,18 +224,5 @@ def _curve_rows(base: dict, method: str, n_bits: int, ids, gnd) -> list[dict]:
     return [{**base, "method": method, "bits": n_bits, "recall": r, "precision": p} for r, p in zip(recall, precision)]
 
 
-_MOVED = ("accuracy_time_memory", "distractors", "scale", "TABLE_KINDS", "TABLE_HAMMING", "TIME_K", "SCALE_SIZES",
-          "SMALL_SCALE_SIZES", "SCALE_DIM", "SCALE_KINDS", "SCALE_HNSW_MAX", "SCALE_MAP_K", "SCALE_HAMMING_BITS")
-
-
-def __getattr__(name: str):
-    # The Table 2.1 study lives in experiments.efficiency; its names stay readable here for old callers.
-    if name in _MOVED:
-        from . import efficiency
-
-        return getattr(efficiency, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = ["HashData", "coil_data", "fashion_data", "score_ranking", "make_encoder", "fit_encoder", "code_length", "BITS",
            "SMALL_BITS", "METHODS", "DEEP_VARIANTS"]
