@@ -122,7 +122,7 @@ def test_every_fit_sees_only_learning_split_rows(spied):
              for s in ("learn", "test") for src in E.SOURCES}
     # PCA-whitening inputs: pooled GeM rows and embeddings, per split
     pooled = {s: _rowset(E.deep_features(coil, s).get(E.LAYER, "gem")) for s in ("learn", "test")}
-    for key, X in E._memo(coil).items():
+    for key, X in coil.memo.items():
         if key[0] == "encoded":
             pooled[key[1]] |= _rowset(X)
 
