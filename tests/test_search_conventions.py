@@ -128,3 +128,11 @@ def test_knn_affinity_is_the_one_way_knn_graph_in_float64():
     s = knn_affinity(x, k, gamma)
     assert s.dtype == np.float64
     np.testing.assert_allclose(s.toarray(), inv[:, None] * a * inv[None, :], rtol=0, atol=1e-12)
+
+
+def test_diffusion_seeds_break_ties_by_lower_id():
+    from retrievalkit import rerank
+
+    d = rerank.Diffusion(k=2, alpha=0.9, query_k=3, gamma=1.0)
+    y = d.seeds(np.array([[0.5, 0.5, 0.5, 0.5, 0.9, 0.5, 0.5, 0.5, 0.9]]), exclude=[8])
+    np.testing.assert_array_equal(np.flatnonzero(y[0]), [0, 1, 4])  # 8 excluded; of the 0.5 ties, 0 and 1

@@ -189,15 +189,15 @@ class Diffusion:
         return int(S.data.nbytes + S.indices.nbytes + S.indptr.nbytes)
 
     def seeds(self, sims: np.ndarray, exclude=None) -> np.ndarray:
-        """Dense start vectors ``y`` (queries × N) from query × database similarities."""
+        """Dense start vectors ``y`` (queries × N) from query × database similarities: each query's
+        ``query_k`` most similar rows, equal similarities → lower id (the rule of :func:`~.graph.knn`)."""
         sims = np.atleast_2d(sims)
         s = sims.copy()
         if exclude is not None:
             ex = np.asarray(exclude, dtype=np.int64).reshape(len(s), -1)
             for i, row in enumerate(ex):
                 s[i, row[row >= 0]] = -np.inf
-        k = self.query_k
-        top = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        top = np.argsort(-s, axis=1, kind="stable")[:, : self.query_k]
         y = np.zeros(sims.shape, dtype=np.float64)
         np.put_along_axis(y, top, affinity(np.take_along_axis(sims, top, 1), self.similarity, gamma=self.gamma,
                                            sigma=getattr(self, "sigma_", self.sigma)), 1)
