@@ -132,20 +132,34 @@ def aggregation_bars(df, protocol: str = "all", title: str | None = None):
 
 
 def depth_curve(df, protocol: str = "all", title: str | None = None):
-    """mAP against network depth, one line per pooling — Figure 2.13(a) on our data. notebooks/02_feature_layers."""
+    """mAP against network depth, one marker per network and pooling — Figure 2.13(a) on our data.
+
+    No line joins two networks: networks of equal depth (EfficientNet-Lite1 and Lite2: compound
+    scaling changes width and resolution, not depth) sit side by side and are labelled as such.
+    notebooks/02_feature_layers.
+    """
     import matplotlib.pyplot as plt
 
     data = _main_protocol(df, protocol)
     data = data[data["whitening"] == "none"] if "whitening" in data.columns else data
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    nets = data.drop_duplicates("backbone")[["backbone", "depth"]].sort_values(["depth", "backbone"])
+    span = max(float(nets["depth"].max() - nets["depth"].min()), 1.0)
+    offset = {}
+    for depth, same in nets.groupby("depth"):
+        for i, name in enumerate(same["backbone"]):
+            offset[name] = depth + (i - (len(same) - 1) / 2) * 0.04 * span
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
     for pooling, part in data.groupby("pooling"):
-        part = part.sort_values("depth")
-        ax.plot(part["depth"], part["mAP"], marker="o", label=pooling)
-    for _, r in data.drop_duplicates("backbone").iterrows():
-        ax.annotate(r["backbone"].replace("efficientnet_", ""), (r["depth"], r["mAP"]), fontsize=7,
-                    xytext=(3, -10), textcoords="offset points")
+        ax.scatter(part["backbone"].map(offset), part["mAP"], label=pooling, s=24)
+    top = data.groupby("backbone")["mAP"].max()
+    for name, depth in zip(nets["backbone"], nets["depth"]):
+        scaled = (nets["depth"] == depth).sum() > 1
+        ax.annotate(name.replace("efficientnet_", "") + ("\n(compound\nscaling)" if scaled else ""),
+                    (offset[name], top[name]), fontsize=6, xytext=(0, 4), textcoords="offset points",
+                    ha="center", va="bottom")
+    ax.margins(y=0.25)
     finish_axes(ax, "depth (weight layers)", "mAP", title or f"Depth vs mAP on COIL-100 ({protocol})",
-                legend={"fontsize": 8}, title_size=10)
+                legend={"fontsize": 7, "loc": "lower right"}, title_size=10)
     fig.tight_layout()
     return fig
 
