@@ -262,8 +262,19 @@ def _cmd_search(args) -> int:
 
 # --------------------------------------------------------------------------- reproduce
 def _cmd_reproduce(args) -> int:
-    from .experiments.reproduce import StepsFailed, from_cache, reproduce
+    from .experiments.reproduce import STEPS, StepsFailed, from_cache, reproduce
 
+    if args.plan:
+        from . import config
+        from .experiments import plan
+
+        steps = args.steps or list(STEPS)
+        unknown = [s for s in steps if s not in STEPS]
+        if unknown:
+            raise ValueError(f"unknown step(s) {unknown}; known steps: {', '.join(STEPS)}")
+        small = True if args.small else config.is_small()
+        print(plan.describe(plan.make_plan(steps, {n: STEPS[n].outputs for n in steps}, args.results, small)))
+        return 0
     if args.from_cache:
         if args.steps:
             raise ValueError("--from-cache redraws every figure from results/ and takes no --steps")
@@ -336,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reproduce", parents=[quiet], help="run the survey's experiments; write figures/ and results/")
     rp.add_argument("--steps", nargs="*", help="only these steps (default: all)")
     rp.add_argument("--small", action="store_true", help="SMALL mode (subsets; same as RETRIEVALKIT_SMALL=1)")
+    rp.add_argument("--plan", action="store_true", help="print the steps, what is on disk and an estimate per step; run nothing")
     rp.add_argument("--from-cache", action="store_true",
                     help="compute nothing: redraw the figures from results/*.csv and rewrite figures/REPORT.md")
     rp.add_argument("--figures", default="figures")

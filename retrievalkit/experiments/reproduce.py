@@ -16,18 +16,19 @@ import pandas as pd
 
 from .. import config
 from ..datasets.base import DatasetNotFoundError
+from . import plan
 from .steps import Figure, Run, Step, atomic_write, save_png
 
 log = logging.getLogger(__name__)
 
 
 def _all_steps() -> dict[str, Step]:
-    from . import embedding_steps, finetune_steps, hashing_steps, offtheshelf_steps, rerank_steps
+    from . import embedding_steps, finetune_steps, hashing_steps, instance_steps, offtheshelf_steps, rerank_steps
 
     hashing = dict(hashing_steps.STEPS)
     efficiency = {"efficiency": hashing.pop("efficiency")}  # Table 2.1 closes the survey's §2.5.3
     return {**offtheshelf_steps.STEPS, **embedding_steps.STEPS, **hashing, **finetune_steps.STEPS,
-            **rerank_steps.STEPS, **efficiency}
+            **rerank_steps.STEPS, **efficiency, **instance_steps.STEPS}  # then the same lessons on real photos
 
 
 STEPS: dict[str, Step] = _all_steps()
@@ -94,10 +95,13 @@ def reproduce(
     )
     run.figures.mkdir(parents=True, exist_ok=True)
     run.results.mkdir(parents=True, exist_ok=True)
+    run.shared["probe_s"] = plan.probe_seconds()
+    todo = plan.make_plan(steps, {n: STEPS[n].outputs for n in steps}, run.results, run.small, run.shared["probe_s"])
+    print(plan.describe(todo), flush=True)
     failed = {}
-    for name in steps:
+    for name, estimate in zip(steps, todo["estimate_s"]):
         start = time.perf_counter()
-        log.info("reproduce: step %s", name)
+        log.info("reproduce: step %s (estimate %s s)", name, "?" if estimate != estimate else f"{estimate:.0f}")
         try:
             section = STEPS[name](run)
         except (KeyboardInterrupt, DatasetNotFoundError):
@@ -122,6 +126,7 @@ def _save_section(run: Run, name: str, markdown: str, seconds: float) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"step": name, "seconds": round(seconds, 1), "mode": "SMALL" if run.small else "full",
             "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(),
+            "probe_s": round(run.shared.get("probe_s") or plan.probe_seconds(), 5),
             "python": platform.python_version()}
     atomic_write(folder / f"{name}.md", markdown)
     atomic_write(folder / f"{name}.json", json.dumps(meta))

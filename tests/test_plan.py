@@ -1,0 +1,47 @@
+"""The plan ``retrievalkit reproduce`` prints before it starts: steps, what is on disk, estimates."""
+import json
+import math
+
+import pandas as pd
+
+from retrievalkit.cli import main
+from retrievalkit.experiments import plan, reproduce
+
+
+def _record(folder, step, seconds, mode="full", probe_s=0.1):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{step}.json").write_text(json.dumps({"step": step, "seconds": seconds, "mode": mode,
+                                                     "date": "2026-01-01 00:00", "probe_s": probe_s}))
+
+
+def test_estimates_scale_the_recorded_time_by_the_machines_speed_now(tmp_path):
+    _record(tmp_path / "report", "a", 100.0, probe_s=0.1)
+    _record(tmp_path / "report", "b", 50.0, mode="SMALL")
+    pd.DataFrame({"x": [1]}).to_csv(tmp_path / "a.csv", index=False)
+    table = plan.make_plan(["a", "b", "c"], {"a": ("a",), "b": ("b",), "c": ("c",)}, tmp_path, small=False,
+                           probe=0.2)
+    assert table["step"].tolist() == ["a", "b", "c"]
+    assert table.loc[0, "estimate_s"] == 200  # this machine is half as fast as the recording one
+    assert math.isnan(table.loc[1, "estimate_s"]) and math.isnan(table.loc[2, "estimate_s"])  # other mode / never
+    assert table["results_on_disk"].tolist() == [True, False, False]
+    text = plan.describe(table)
+    assert "about 3 min plus b, c" in text and "never" in text
+
+
+def test_the_printed_plan_lists_exactly_the_steps_that_run(tmp_path, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr("retrievalkit.experiments.steps.Step.__call__", lambda self, run: ran.append(self.name) or "")
+    reproduce.reproduce(["depth", "baseline", "rerank"], figures_dir=tmp_path / "f", results_dir=tmp_path / "r",
+                        small=True, progress=False)
+    printed = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(printed) if line.startswith("reproduce plan: 3 steps"))
+    listed = [line.split()[0] for line in printed[start + 2:start + 5]]
+    assert listed == ran == ["depth", "baseline", "rerank"]
+    meta = json.loads((tmp_path / "r" / "report" / "rerank.json").read_text())
+    assert meta["probe_s"] > 0  # so the next plan can scale this run's time
+
+
+def test_plan_flag_prints_without_running(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("retrievalkit.experiments.steps.Step.__call__", lambda *a: (_ for _ in ()).throw(AssertionError))
+    assert main(["reproduce", "--plan", "--steps", "layers", "--results", str(tmp_path)]) == 0
+    assert "layers" in capsys.readouterr().out
