@@ -9,13 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from retrievalkit.experiments import (embedding_steps, finetune_steps, hashing_steps, offtheshelf_steps, reproduce,
-                                      rerank_steps)
+from retrievalkit.experiments import (embedding_steps, finetune_steps, hashing_steps, instance_steps, offtheshelf_steps,
+                                      reproduce, rerank_steps)
 from retrievalkit.experiments.offtheshelf import SMALL_TEST, Coil
 from retrievalkit.experiments.steps import Figure, Run, Step
 
 COMMITTED_RESULTS = Path(__file__).resolve().parents[1] / "results"
-MODULES = (offtheshelf_steps, embedding_steps, hashing_steps, finetune_steps, rerank_steps)
+MODULES = (offtheshelf_steps, embedding_steps, hashing_steps, finetune_steps, rerank_steps, instance_steps)
 
 
 @pytest.fixture(scope="module")

@@ -75,34 +75,40 @@ class Sets:
             self._nets[net] = bb.load_backbone(net, progress=self.progress)
         return self._nets[net]
 
-    def layers(self, net: str) -> list[str]:
-        """The last conv map, plus every block's output for the networks of the within-network depth curve."""
-        backbone = self.backbone(net)
-        blocks = [n for n in backbone.layers if n.startswith(("block", "stage"))] if net in DEPTH_NETWORKS else []
-        return [*blocks, backbone.default_layer]
+    def blocks(self, net: str) -> list[str]:
+        """Every block's output, shallow to deep (the taps of the within-network depth curve)."""
+        return [n for n in self.backbone(net).layers if n.startswith(("block", "stage"))]
 
-    def features(self, name: str, net: str, images: str = "db") -> features.Features:
-        """Every layer of :meth:`layers` with every pooling, in one forward pass per image (cached)."""
-        key = (name, net, images)
+    def features(self, name: str, net: str, images: str = "db", depth: bool = False) -> features.Features:
+        """The last conv map with every pooling, or (``depth``) every block with GeM; cached.
+
+        Two extractions rather than one: R-MAC and CroW on the large maps of early blocks would cost
+        more than the second forward pass.
+        """
+        key = (name, net, images, depth)
         if key not in self._feats:
-            self._feats[key] = features.extract(self.dataset(name), self.backbone(net), self.layers(net), POOLINGS,
+            layers, pooling = (self.blocks(net), ("gem",)) if depth else ([self.backbone(net).default_layer], POOLINGS)
+            self._feats[key] = features.extract(self.dataset(name), self.backbone(net), layers, pooling,
                                                images=images, size=self.side, resize="max_side",
                                                progress=self.progress)
         return self._feats[key]
 
     def rows(self, name: str, net: str, layer: str | None = None, pooling: str = "gem"):
-        """``(database rows, query rows, exclude)`` of one descriptor.
+        """``(database rows, query rows, exclude)`` of one descriptor (a ``layer`` other than the last
+        conv map is a block of the depth curve, pooled with GeM).
 
         Queries that are uncropped database images reuse their rows and are excluded from their
         own re-ranking (``exclude`` = their database row); the others are extracted themselves.
         """
         ds = self.dataset(name)
-        layer = layer or self.backbone(net).default_layer
-        db = self.features(name, net).get(layer, pooling)
+        last = self.backbone(net).default_layer
+        depth = layer not in (None, last)
+        layer = layer or last
+        db = self.features(name, net, depth=depth).get(layer, pooling)
         index = _query_db_rows(ds)
         if index is not None:
             return db, db[index], index
-        return db, self.features(name, net, images="queries").get(layer, pooling), None
+        return db, self.features(name, net, images="queries", depth=depth).get(layer, pooling), None
 
 
 def _query_db_rows(ds) -> np.ndarray | None:
@@ -217,7 +223,7 @@ def depth_within(sets: Sets, networks=DEPTH_NETWORKS, pooling: str = "gem") -> p
     """
     out = []
     for net in [n for n in networks if n in sets.networks]:
-        blocks = sets.layers(net)[:-1]
+        blocks = sets.blocks(net)
         for name in DATASETS:
             ds = sets.dataset(name)
             for depth, block in enumerate(blocks, start=1):
