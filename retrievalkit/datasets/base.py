@@ -133,6 +133,23 @@ class RetrievalDataset:
             **kwargs,
         )
 
+    @classmethod
+    def grouped(cls, name: str, root, db_paths, labels, query_rows, *, query_is_positive: bool = False,
+                **kwargs) -> "RetrievalDataset":
+        """Queries are database rows, and a query's positives are the rows with its label (Holidays,
+        UKBench, SOP, folders). The query itself is junk, so it is left out of its own ranking, unless
+        ``query_is_positive`` (UKBench's N-S score counts it among the top 4). Other fields pass through.
+        """
+        labels = np.asarray(labels)
+        order = np.argsort(labels, kind="stable")
+        values, starts = np.unique(labels[order], return_index=True)
+        members = dict(zip(values.tolist(), np.split(order, starts[1:])))
+        gnd = []
+        for q in np.asarray(query_rows, dtype=np.int64).tolist():
+            same = members[labels[q].item()]
+            gnd.append(QueryGroundTruth.make(same) if query_is_positive else QueryGroundTruth.make(same[same != q], [q]))
+        return cls.queries_from_database(name, root, db_paths, labels, query_rows, gnd, **kwargs)
+
     @property
     def n_db(self) -> int:
         return len(self.db_paths)
@@ -213,6 +230,16 @@ def drop_database_rows(
         QueryGroundTruth.make(remap(g.positives), remap(g.junk), remap(g.easy), remap(g.hard), g.bbox)
         for g in gnd
     ]
+
+
+def resolve_root(name: str, root, data_home=None, *, download: bool = True, progress=None, **kwargs) -> Path:
+    """``root`` as a path; when it is None, the dataset's folder under the data home, fetched first
+    (mirror, then the official URL) if it is missing and ``download`` (see ``download.ensure``)."""
+    if root is None:
+        from .download import ensure
+
+        root = ensure(name, data_home, download=download, progress=progress, **kwargs)
+    return Path(root)
 
 
 class DatasetNotFoundError(FileNotFoundError):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetNotFoundError, QueryGroundTruth, RetrievalDataset
+from .base import DatasetNotFoundError, QueryGroundTruth, RetrievalDataset, resolve_root
 
 N_OBJECTS = 100
 POSES = tuple(range(0, 360, 5))
@@ -80,10 +80,7 @@ def load(
     """
     custom = objects is not None
     objects = tuple(objects) if custom else _split_objects(split)
-    if root is None:
-        from .download import ensure
-
-        root = ensure("coil100", data_home, download=download, progress=progress)
+    root = resolve_root("coil100", root, data_home, download=download, progress=progress)
     folder = _image_dir(Path(root).resolve())
 
     db_paths, labels, poses = [], [], []

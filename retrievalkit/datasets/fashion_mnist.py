@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetNotFoundError, QueryGroundTruth, RetrievalDataset
+from .base import DatasetNotFoundError, QueryGroundTruth, RetrievalDataset, resolve_root
 
 NAME = "fashion_mnist"
 CLASSES = (
@@ -61,11 +61,7 @@ def load(
             raise ValueError(f"unknown Fashion-MNIST split {split!r}; choose 'train' or 'test'")
     if split_db == queries:
         raise ValueError("queries must come from the other split than the database (e.g. db 'train', queries 'test')")
-    if root is None:
-        from .download import ensure  # also finds the Debian package's folder
-
-        root = ensure(NAME, data_home, download=download, progress=progress)
-    root = Path(root)
+    root = resolve_root(NAME, root, data_home, download=download, progress=progress)
 
     db_images, db_labels, db_ids = _subsample(*read_split(root, split_db), n_db, seed, stream=0)
     q_images, q_labels, q_ids = _subsample(*read_split(root, queries), n_queries, seed, stream=1)

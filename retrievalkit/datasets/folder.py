@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
-from .base import DatasetNotFoundError, QueryGroundTruth, RetrievalDataset
+from .base import DatasetNotFoundError, RetrievalDataset
 from .images import find_unreadable, list_images
 
 log = logging.getLogger(__name__)
@@ -117,30 +115,19 @@ def _grouped_dataset(name, root, paths, groups, skipped) -> RetrievalDataset:
     group_names = sorted(set(groups))
     label_of = {group: label for label, group in enumerate(group_names)}
     labels = np.asarray([label_of[g] for g in groups], dtype=np.int64)
-    members = defaultdict(list)
-    for row, label in enumerate(labels):
-        members[label].append(row)
-
-    query_rows, gnd = [], []
-    for row, label in enumerate(labels):
-        others = [r for r in members[label] if r != row]
-        if others:
-            query_rows.append(row)
-            gnd.append(QueryGroundTruth.make(positives=others, junk=[row]))
+    query_rows = np.flatnonzero(np.bincount(labels, minlength=len(group_names))[labels] > 1)
     description = (
         f"{len(paths)} images in {len(group_names)} groups under {root}; every image with a "
         "group-mate is a query, excluded from its own ranking"
     )
-    if not query_rows:
+    if not len(query_rows):
         description += (
             "; no group holds two readable images, so there are no queries: put at least two "
             "images of the same object or scene in each group (sub-folder or CSV group)"
         )
         log.warning("%s: %s", name, description)
-    return RetrievalDataset.queries_from_database(
-        name, root, list(paths), labels, query_rows, gnd,
-        protocols=("all",),
-        split="test",
+    return RetrievalDataset.grouped(
+        name, root, list(paths), labels, query_rows,
         description=description,
         skipped=list(skipped),
         meta={"group_names": group_names},

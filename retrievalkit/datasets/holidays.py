@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetNotFoundError, QueryGroundTruth, RetrievalDataset
+from .base import DatasetNotFoundError, RetrievalDataset, resolve_root
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,7 @@ def load(
     image (≈ 30 ms each for these 8-megapixel photos, ≈ 45 s in all) and drops unreadable ones.
     A group whose query image is missing has no query.
     """
-    if root is None:
-        from .download import ensure
-
-        root = ensure(NAME, data_home, download=download, progress=progress)
-    root = Path(root)
+    root = resolve_root(NAME, root, data_home, download=download, progress=progress)
     listed = _read_image_list(root)
     paths, skipped = _present_images(root, listed)
     if check_images:
@@ -54,11 +50,8 @@ def load(
     ids = np.asarray([int(p.stem) for p in paths], dtype=np.int64)
     groups = ids // GROUP_SIZE
     query_rows = np.flatnonzero(ids % GROUP_SIZE == 0)
-    gnd = [_query_ground_truth(q, groups) for q in query_rows]
-    return RetrievalDataset.queries_from_database(
-        NAME, root, paths, groups, query_rows, gnd,
-        protocols=("all",),
-        split="test",
+    return RetrievalDataset.grouped(
+        NAME, root, paths, groups, query_rows,
         description=(
             f"INRIA Holidays: {len(paths)} images in {len(np.unique(groups))} groups; {len(query_rows)} "
             "queries (id % 100 == 0), each excluded from its own ranking; EXIF orientation applied"
@@ -87,8 +80,3 @@ def _present_images(root: Path, names: list[str]) -> tuple[list[Path], list[tupl
     present = [p for p in paths if p.is_file()]
     missing = [(p, f"listed in {IMAGE_LIST} but not found under {IMAGE_FOLDER}/") for p in paths if not p.is_file()]
     return present, missing
-
-
-def _query_ground_truth(q: int, groups: np.ndarray) -> QueryGroundTruth:
-    group = np.flatnonzero(groups == groups[q])
-    return QueryGroundTruth.make(positives=group[group != q], junk=[q])

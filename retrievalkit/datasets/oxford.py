@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetNotFoundError, QueryGroundTruth, RetrievalDataset
+from .base import DatasetNotFoundError, QueryGroundTruth, RetrievalDataset, resolve_root
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,7 @@ def load_original(
     Images named in the ground truth but absent from ``jpg/`` (or unreadable) are left out of
     the lists and reported in ``dataset.skipped``; a query whose image is unusable is dropped.
     """
-    if root is None:
-        from .download import ensure
-
-        root = ensure(name, data_home, download=download, progress=progress)
-    root = Path(root)
+    root = resolve_root(name, root, data_home, download=download, progress=progress)
     images = _index_images(name, root)
     queries = _read_queries(name, root / GT_FOLDER)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetNotFoundError, QueryGroundTruth, RetrievalDataset
+from .base import DatasetNotFoundError, QueryGroundTruth, RetrievalDataset, resolve_root
 
 IMAGE_FOLDER = "jpg"
 EXPECTED_SIZES = {"roxford5k": (4993, 70), "rparis6k": (6322, 70)}
@@ -68,10 +68,7 @@ def load_rparis6k_mini(
     size, so the boxes apply unchanged. Decoding the 250 photos to find corrupt ones takes about a
     second (``check_images``). Taught in notebooks/00_setup_and_data.
     """
-    if root is None:
-        from .download import ensure
-
-        root = ensure(MINI_NAME, data_home, download=download, progress=progress)
+    root = resolve_root(MINI_NAME, root, data_home, download=download, progress=progress)
     dataset = load_revisited("rparis6k", root, download=False, progress=progress, check_images=check_images,
                              partial=True, nested=True, dataset_name=MINI_NAME)
     _report_short_pack(dataset)
@@ -111,11 +108,8 @@ def load_revisited(
     """
     if name not in EXPECTED_SIZES:
         raise ValueError(f"unknown revisited dataset {name!r}; choose one of {', '.join(EXPECTED_SIZES)}")
-    if root is None:
-        from .download import ensure
-
-        root = ensure(name, data_home, download=download, progress=progress, parts=("gnd",) if partial else None)
-    root = Path(root)
+    root = resolve_root(name, root, data_home, download=download, progress=progress,
+                        parts=("gnd",) if partial else None)
     cfg = _read_gnd(name, root)
     image_path = _nested_image_path(name, root) if nested else _flat_image_path(name, root)
     db_paths = [image_path(n) for n in cfg["imlist"]]

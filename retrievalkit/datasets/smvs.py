@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetNotFoundError, QueryGroundTruth, RetrievalDataset
+from .base import DatasetNotFoundError, QueryGroundTruth, RetrievalDataset, resolve_root
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,7 @@ def load(
     are skipped and listed in ``dataset.skipped``; a query whose reference cover is unusable has
     no positive and is skipped too. The number of missing files is logged. Survey §2.5.1.
     """
-    if root is None:
-        from .download import ensure
-
-        root = ensure(NAME, data_home, download=download, progress=progress)
-    root = Path(root)
+    root = resolve_root(NAME, root, data_home, download=download, progress=progress)
     folder = root / IMAGE_FOLDER
     if not (folder / REFERENCE).is_dir():
         raise DatasetNotFoundError(NAME, folder / REFERENCE)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetNotFoundError, QueryGroundTruth, RetrievalDataset
+from .base import DatasetNotFoundError, RetrievalDataset, resolve_root
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,7 @@ def load(
     """
     if split not in SPLITS:
         raise ValueError(f"unknown {NAME} split {split!r}; choose one of {', '.join(SPLITS)}")
-    if root is None:
-        from .download import ensure
-
-        root = ensure(NAME, data_home, download=download, progress=progress)
-    root = Path(root)
+    root = resolve_root(NAME, root, data_home, download=download, progress=progress)
     folder = root / IMAGE_FOLDER
     files = sorted(p for p in folder.glob("*") if _NAME.match(p.name)) if folder.is_dir() else []
     if not files:
@@ -108,10 +104,8 @@ def load(
     labels = np.asarray([parse_name(p.name)[0] for p in paths], dtype=np.int64)
     _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     query_rows = np.flatnonzero(counts[inverse] > 1)
-    gnd = [_ground_truth(q, labels) for q in query_rows]
-    return RetrievalDataset.queries_from_database(
-        NAME, root, paths, labels, query_rows, gnd,
-        protocols=("all",),
+    return RetrievalDataset.grouped(
+        NAME, root, paths, labels, query_rows,
         split=split,
         description=(
             f"SOP kettles/fans, {split} split: {len(paths)} photos of {len(np.unique(labels))} products; "
@@ -132,8 +126,3 @@ def _count_missing(found: int, folder: Path) -> int:
         log.warning("%s: %d of the pack's %d photos are missing from %s. Delete the folder and run "
                     "`retrievalkit datasets fetch %s` to restore them", NAME, missing, get(NAME).n_images, folder, NAME)
     return missing
-
-
-def _ground_truth(q: int, labels: np.ndarray) -> QueryGroundTruth:
-    same = np.flatnonzero(labels == labels[q])
-    return QueryGroundTruth.make(positives=same[same != q], junk=[q])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetNotFoundError, QueryGroundTruth, RetrievalDataset
+from .base import DatasetNotFoundError, RetrievalDataset, resolve_root
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,7 @@ def load(
     """
     if queries not in ("all", "first"):
         raise ValueError(f"queries must be 'all' or 'first', not {queries!r}")
-    if root is None:
-        from .download import ensure
-
-        root = ensure(NAME, data_home, download=download, progress=progress)
-    root = Path(root)
+    root = resolve_root(NAME, root, data_home, download=download, progress=progress)
     paths, indices = _find_images(root)
     skipped = _missing_group_members(root / IMAGE_FOLDER, indices)
     if check_images:
@@ -73,14 +69,10 @@ def load(
 
     groups = indices // GROUP_SIZE
     query_rows = _query_rows(groups, queries)
-    group_rows = _rows_per_group(groups)
-    gnd = [QueryGroundTruth.make(positives=group_rows[groups[q]]) for q in query_rows]
-    return RetrievalDataset.queries_from_database(
-        NAME, root, paths, groups, query_rows, gnd,
-        protocols=("all",),
-        split="test",
+    return RetrievalDataset.grouped(
+        NAME, root, paths, groups, query_rows, query_is_positive=True,
         description=(
-            f"UKBench: {len(paths)} images (official {N_IMAGES}) in {len(group_rows)} groups of 4; "
+            f"UKBench: {len(paths)} images (official {N_IMAGES}) in {len(np.unique(groups))} groups of 4; "
             f"{len(query_rows)} queries; positives include the query itself (N-S score, 0–4)"
         ),
         skipped=skipped,
@@ -113,10 +105,3 @@ def _query_rows(groups: np.ndarray, queries: str) -> np.ndarray:
         return np.arange(len(groups), dtype=np.int64)
     _, first_rows = np.unique(groups, return_index=True)  # rows are sorted, so this is each group's first image
     return first_rows.astype(np.int64)
-
-
-def _rows_per_group(groups: np.ndarray) -> dict[int, np.ndarray]:
-    rows = {}
-    for row, group in enumerate(groups.tolist()):
-        rows.setdefault(group, []).append(row)
-    return {g: np.asarray(r, dtype=np.int64) for g, r in rows.items()}
