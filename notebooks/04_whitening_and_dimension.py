@@ -133,7 +133,7 @@ rk.survey.figure_claims()["2.13b"]
 #
 # 1. Shrinkage blends the eigenvalues towards their mean, so the rarest directions are boosted less;
 #    it typically helps when the learning set is small relative to d.
-# 2. `rk.projection.LearnedProjection(512, epochs=EPOCHS).fit(x_learn, learn.db_labels)` then
+# 2. `rk.train.heads.LearnedProjection(512, epochs=EPOCHS).fit(x_learn, learn.db_labels)` then
 #    `offtheshelf.score(proj.transform(x_test), test)`. The difference is the value of early
 #    stopping *estimated without touching the test split*.
 #

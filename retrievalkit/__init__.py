@@ -11,14 +11,15 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "artifacts", "backbones", "cache_share", "cli", "config", "datasets", "distributed", "embedding", "evaluate",
-    "experiments", "features", "figures", "finetune", "hashing", "projection", "rerank",
+    "experiments", "features", "figures", "finetune", "hashing", "rerank", "rows", "train",
     "index", "nn", "survey", "whitening", "widgets", "baselines",
 }
+_MOVED = {"projection": "train.heads"}  # old name → new module, for code written before the move
 
 
 def __getattr__(name: str):
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
+    if name in _SUBMODULES or name in _MOVED:
+        return importlib.import_module(f"{__name__}.{_MOVED.get(name, name)}")
     raise AttributeError(f"module 'retrievalkit' has no attribute {name!r}")
 
 

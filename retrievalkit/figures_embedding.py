@@ -10,6 +10,10 @@ from typing import Sequence
 
 import numpy as np
 
+from .figures import OUTSIDE
+
+from .rows import DEFAULT_EPS
+
 METHOD_LABELS = {"bow": "BoW (tf-idf)", "vlad": "VLAD", "fv": "Fisher vector"}
 SOURCE_STYLE = {"conv": "-", "sift": "--"}
 SOURCE_LABELS = {"conv": "conv columns", "sift": "RootSIFT"}
@@ -45,7 +49,7 @@ def codebook_curves(df, protocol: str = "all", title: str | None = None):
     for ax in axes:
         ax.set_ylabel(f"mAP ({protocol})")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="best")
+    axes[1].legend(fontsize=7, **OUTSIDE)
     fig.suptitle(title or "BoW, VLAD and Fisher vectors on COIL-100: codebook size and memory", fontsize=10)
     fig.tight_layout()
     return fig
@@ -66,13 +70,14 @@ def method_bars(df, label: str = "method", protocol: str = "all", color_by: str 
     ax.set_yticks(y, data[label], fontsize=8)
     for yi, (m, d) in zip(y, zip(data["mAP"], data.get("dim", [None] * len(data)))):
         ax.text(m + 0.01, yi, f"{m:.3f}" + (f"  ({int(d)}-d)" if d is not None and d == d else ""), va="center", fontsize=7)
-    ax.set_xlim(0, 1.15)
+    ax.set_xlim(0, 1.3)
+    ax.set_xticks(np.linspace(0, 1, 6))
     ax.set_xlabel(f"mAP ({protocol})")
     if color_by in data.columns:
         for family, color in FAMILY_COLORS.items():
             if (data[color_by] == family).any():
                 ax.barh([np.nan], [np.nan], color=color, label=family)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, **OUTSIDE)
     ax.set_title(title or "Deep vs handcrafted on COIL-100 (survey §2.1, question 1)", fontsize=10)
     fig.tight_layout()
     return fig
@@ -98,10 +103,35 @@ def attention_bars(df, protocols: Sequence[str] = ("all", "easy", "hard"), title
     lo = float(np.nanmin(df["mAP"]))
     ax.set_ylim(max(0.0, lo - 0.1), 1.0)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, title="protocol", title_fontsize=8)
+    ax.legend(fontsize=8, title="protocol", title_fontsize=8, **OUTSIDE)
     ax.set_title(title or "Attention-weighted vs plain pooling (Lite0 head, COIL-100)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def overlay(image, attention_map_hw, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """Heat-map overlay: the ``h×w`` attention map upsampled bilinearly to the image, coloured, blended.
+
+    ``image``: a PIL image (or ``H×W×3`` uint8 array). The map is min–max scaled to [0, 1] for
+    display (so maps of any scale compare by shape, not magnitude), coloured with matplotlib's
+    ``cmap`` and mixed as ``(1 - alpha)·image + alpha·heat``. Returns ``H×W×3`` uint8 RGB.
+    Survey §2.3.2.3, Figure 2.8; taught in notebooks/06_attention.
+    """
+    import matplotlib
+    import torch
+
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    rgb = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"image must be RGB (H×W×3), got shape {rgb.shape}")
+    m = torch.as_tensor(attention_map_hw).detach().to("cpu", torch.float32).squeeze()
+    if m.ndim != 2:
+        raise ValueError(f"attention map must be h×w (one image), got shape {tuple(m.shape)}")
+    m = torch.nn.functional.interpolate(m[None, None], size=rgb.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+    m = (m - m.min()) / (m.max() - m.min()).clamp(min=DEFAULT_EPS)
+    heat = matplotlib.colormaps[cmap](m.numpy())[..., :3] * 255
+    return np.clip((1 - alpha) * rgb + alpha * heat, 0, 255).round().astype(np.uint8)
 
 
 def attention_panel(images, maps: dict, alpha: float = 0.5, size: int = 2.0, title: str | None = None):
@@ -109,11 +139,9 @@ def attention_panel(images, maps: dict, alpha: float = 0.5, size: int = 2.0, tit
 
     ``images``: PIL images (or H×W×3 arrays); ``maps``: ``{kind: n×h×w}`` as returned by
     :func:`retrievalkit.nn.attention.attention_maps` (tensors or arrays). Each map is min–max
-    scaled for display by :func:`retrievalkit.nn.attention.overlay`. Taught in notebooks/06_attention.
+    scaled for display by :func:`overlay`. Taught in notebooks/06_attention.
     """
     import matplotlib.pyplot as plt
-
-    from .nn.attention import overlay
 
     kinds = list(maps)
     n = len(images)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from retrievalkit import nn as rnn
 from retrievalkit.nn import attention as A
 from retrievalkit.nn import functional as F
 from retrievalkit.evaluate import leave_one_out_map
-from retrievalkit.projection import LearnedAttention
+from retrievalkit.train.heads import LearnedAttention
 from retrievalkit.rows import NotFittedError
 
 ALL_KINDS = ("crow", "sum", "max", "cam", "learned")
@@ -229,20 +228,3 @@ def test_learned_attention_is_an_estimator(learn_and_val, trained):
     model = LearnedAttention(32, **{**TRAIN, "epochs": 2}).fit(maps_learn, labels_learn)
     assert model.best_epoch_ == 2 and [r["epoch"] for r in model.history_] == [0, 1, 2]  # no validation: last
     np.testing.assert_array_equal(model.transform(maps_val), A.attention_descriptors(maps_val, model.head_))
-
-
-# --------------------------------------------------------------------------- overlay
-@pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_overlay_has_the_images_shape_and_dtype(mode):
-    rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 256, (37, 23, 3), dtype=np.uint8)).convert(mode)
-    rgb = np.asarray(image.convert("RGB"))
-    attention = torch.zeros(5, 3)
-    attention[0, 0] = 1.0
-    out = A.overlay(image, attention)
-    assert out.shape == rgb.shape and out.dtype == rgb.dtype
-    assert not np.array_equal(out, rgb)
-    np.testing.assert_array_equal(A.overlay(image, attention, alpha=0.0), rgb)
-    heat = A.overlay(image, attention, alpha=1.0)
-    # jet: the peak (top-left) is red, the far corner blue
-    assert heat[0, 0, 0] > heat[0, 0, 2] and heat[-1, -1, 2] > heat[-1, -1, 0]

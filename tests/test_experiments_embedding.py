@@ -15,7 +15,7 @@ from retrievalkit import embedding as emb
 from retrievalkit import whitening
 from retrievalkit.experiments import embedding as E
 from retrievalkit.experiments.offtheshelf import Coil
-from retrievalkit.projection import LearnedAttention
+from retrievalkit.train.heads import LearnedAttention
 
 TINY_GRID = {"bow": (16,), "vlad": (4,), "fv": (4,)}
 METRICS = {"protocol", "mAP", "mAP_finite", "mP@10"}

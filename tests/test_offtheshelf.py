@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from retrievalkit import evaluate, projection, whitening
+from retrievalkit import evaluate, whitening
+from retrievalkit.train import heads
 from retrievalkit.experiments import offtheshelf
 
 
@@ -69,7 +70,7 @@ def test_learned_projection_learns_classes_and_selects_on_validation():
     labels = np.repeat(np.arange(6), 30)
     x = (centers[labels] + 1.5 * rng.standard_normal((180, 20))).astype(np.float32)
     train, val = labels < 4, labels >= 4
-    proj = projection.LearnedProjection(32, epochs=15, lr=1e-2).fit(x[train], labels[train], x[val], labels[val])
+    proj = heads.LearnedProjection(32, epochs=15, lr=1e-2).fit(x[train], labels[train], x[val], labels[val])
     assert proj.transform(x).shape == (180, 32)
     assert proj.history_[-1]["loss"] < proj.history_[0]["loss"]
     best = max(proj.history_, key=lambda r: r["val_mAP"])
@@ -77,7 +78,7 @@ def test_learned_projection_learns_classes_and_selects_on_validation():
     # the kept weights are the best epoch's, not the last one's
     assert evaluate.leave_one_out_map(proj.transform(x[val]), labels[val]) == pytest.approx(best["val_mAP"])
     # without validation data the last epoch is kept; it separates its training classes better than raw vectors
-    last = projection.LearnedProjection(32, epochs=15, lr=1e-2).fit(x[train], labels[train])
+    last = heads.LearnedProjection(32, epochs=15, lr=1e-2).fit(x[train], labels[train])
     assert last.best_epoch_ == 15
     unit = x[train] / np.linalg.norm(x[train], axis=1, keepdims=True)
     assert evaluate.leave_one_out_map(last.transform(x[train]), labels[train]) > evaluate.leave_one_out_map(unit, labels[train])
@@ -85,4 +86,11 @@ def test_learned_projection_learns_classes_and_selects_on_validation():
 
 def test_projection_must_be_fitted_first():
     with pytest.raises(whitening.NotFittedError, match="not fitted"):
-        projection.LearnedProjection(8).transform(np.zeros((2, 3)))
+        heads.LearnedProjection(8).transform(np.zeros((2, 3)))
+
+
+def test_projection_module_moved_to_train_heads_keeps_its_old_name():
+    import retrievalkit as rk
+
+    assert rk.train.heads.LearnedProjection is heads.LearnedProjection
+    assert rk.projection is heads  # the lazy alias for code written before the move

@@ -299,7 +299,7 @@ def train_head(coil: Coil, epochs: int | None = None, hidden: int = ATTENTION_HI
     Training objects: the first 80% of the learning objects; validation (epoch choice): the last 20%.
     Survey §2.3.2.3, Figure 2.8c; taught in notebooks/06_attention.
     """
-    from ..projection import LearnedAttention
+    from ..train.heads import LearnedAttention
 
     epochs = epochs if epochs is not None else (SMALL_ATTENTION_EPOCHS if coil.small else ATTENTION_EPOCHS)
     key = ("head", epochs, hidden, seed)

@@ -174,7 +174,7 @@ def dimension(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "
     learning split with the last ``val_fraction`` of the learning objects (objects 41–50 in full
     mode) held out for choosing the epoch. ``df.attrs["per_query"]``: test AP per query.
     """
-    from ..projection import LearnedProjection
+    from ..train.heads import LearnedProjection
 
     test, learn = coil.split("test"), coil.split("learn")
     layer = bb.get_spec(backbone).default_layer

@@ -8,7 +8,7 @@ from .pooling import CAMPooling, CroW, GeM, L2N, MAC, POOLINGS, PowerLaw, RMAC, 
 
 __all__ = ["functional", "L2N", "PowerLaw", "MAC", "SPoC", "GeM", "RMAC", "CroW", "CAMPooling", "POOLINGS", "pool"]
 from .attention import (AttentionHead, AttentionPooling, attention_descriptors, attention_maps, attention_pool,
-                        cam_attention, channel_attention, overlay, spatial_attention)
+                        cam_attention, channel_attention, spatial_attention)
 
 __all__ += ["channel_attention", "spatial_attention", "cam_attention", "attention_pool", "AttentionHead",
-            "AttentionPooling", "attention_descriptors", "attention_maps", "overlay"]
+            "AttentionPooling", "attention_descriptors", "attention_maps"]

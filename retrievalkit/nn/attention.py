@@ -10,7 +10,7 @@ Figure 2.8 splits attention in two:
   maps of the backbone's own classifier, Jimenez et al. 2017);
 * **parametric** (c): a small network scores every position — :class:`AttentionHead`, the 1×1 conv →
   ReLU → 1×1 conv → softplus block of DELF (Noh et al. 2017), trained on frozen backbone maps by
-  :class:`retrievalkit.projection.LearnedAttention`, and :class:`AttentionPooling` which pools with it.
+  :class:`retrievalkit.train.heads.LearnedAttention`, and :class:`AttentionPooling` which pools with it.
 
 Shapes: maps in are ``N×C×H×W``; spatial attention is ``N×1×H×W`` (broadcasts against the maps),
 channel attention ``N×C``; all attention weights are non-negative. :func:`attention_pool` turns a
@@ -196,8 +196,8 @@ def attention_maps(x: torch.Tensor, kinds: Sequence[str] | None = None, *, fc_we
 
     Kinds: ``"crow"``, ``"sum"``, ``"max"`` (:func:`spatial_attention`), ``"cam"`` (needs
     ``fc_weight``; :func:`cam_attention`) and ``"learned"`` (needs a trained ``head``, e.g. trained by
-    :class:`~retrievalkit.projection.LearnedAttention`). ``kinds=None`` gives every kind the arguments allow. Each map keeps
-    its own scale; :func:`overlay` rescales for display.
+    :class:`~retrievalkit.train.heads.LearnedAttention`). ``kinds=None`` gives every kind the arguments allow. Each map keeps
+    its own scale; :func:`retrievalkit.figures_embedding.overlay` rescales for display.
     Survey §2.3.2.3, Figure 2.8; taught in notebooks/06_attention.
     """
     if kinds is None:
@@ -223,32 +223,8 @@ def attention_maps(x: torch.Tensor, kinds: Sequence[str] | None = None, *, fc_we
     return out
 
 
-def overlay(image, attention_map_hw, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
-    """Heat-map overlay: the ``h×w`` attention map upsampled bilinearly to the image, coloured, blended.
-
-    ``image``: a PIL image (or ``H×W×3`` uint8 array). The map is min–max scaled to [0, 1] for
-    display (so maps of any scale compare by shape, not magnitude), coloured with matplotlib's
-    ``cmap`` and mixed as ``(1 - alpha)·image + alpha·heat``. Returns ``H×W×3`` uint8 RGB.
-    Survey §2.3.2.3, Figure 2.8; taught in notebooks/06_attention.
-    """
-    import matplotlib
-
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    rgb = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"image must be RGB (H×W×3), got shape {rgb.shape}")
-    m = torch.as_tensor(attention_map_hw).detach().to("cpu", torch.float32).squeeze()
-    if m.ndim != 2:
-        raise ValueError(f"attention map must be h×w (one image), got shape {tuple(m.shape)}")
-    m = nn.functional.interpolate(m[None, None], size=rgb.shape[:2], mode="bilinear", align_corners=False)[0, 0]
-    m = (m - m.min()) / (m.max() - m.min()).clamp(min=F.DEFAULT_EPS)
-    heat = matplotlib.colormaps[cmap](m.numpy())[..., :3] * 255
-    return np.clip((1 - alpha) * rgb + alpha * heat, 0, 255).round().astype(np.uint8)
-
-
 __all__ = [
     "channel_attention", "spatial_attention", "cam_attention", "attention_pool",
     "AttentionHead", "AttentionPooling", "attention_descriptors",
-    "attention_maps", "overlay",
+    "attention_maps",
 ]

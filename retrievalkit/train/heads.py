@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import config
-from .evaluate import leave_one_out_map
-from .finetune.losses import CosineClassifierLoss
-from .nn.attention import DEFAULT_HIDDEN, AttentionHead, AttentionPooling, attention_descriptors
-from .rows import Estimator
-from .train.loop import fit, minibatches, sgd_epoch
+from .. import config
+from ..evaluate import leave_one_out_map
+from ..finetune.losses import CosineClassifierLoss
+from ..nn.attention import DEFAULT_HIDDEN, AttentionHead, AttentionPooling, attention_descriptors
+from ..rows import Estimator
+from .loop import fit, minibatches, sgd_epoch
 
 
 # The FC head normalises like torch's F.normalize (x / max(‖x‖, 1e-12)), as the committed
