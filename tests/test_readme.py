@@ -47,3 +47,18 @@ def test_every_file_the_mirror_table_names_is_in_the_shared_mirror():
         assert files, label
         for name in files:
             assert (MIRROR / name).is_file(), f"README names {name} for {label!r} but {MIRROR} lacks it"
+
+
+def _package_map() -> list[str]:
+    section = (REPO / "README.md").read_text().split("## Package map", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```", 2)[1]
+    return [line.split()[0] for line in block.splitlines() if line.strip().split(" ")[0].endswith(".py")]
+
+
+def test_the_package_map_has_one_line_per_module():
+    listed = _package_map()
+    modules = {str(p.relative_to(REPO / "retrievalkit")) for p in (REPO / "retrievalkit").rglob("*.py")
+               if p.name != "__init__.py"}
+    assert len(listed) == len(set(listed)), sorted({m for m in listed if listed.count(m) > 1})
+    assert not modules - set(listed), f"README's package map lacks {sorted(modules - set(listed))}"
+    assert not set(listed) - modules, f"README's package map names missing modules {sorted(set(listed) - modules)}"
