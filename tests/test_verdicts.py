@@ -217,3 +217,66 @@ def test_rerank_verdicts(methods, expected):
     assert "αQE " in diffusion["ours"] and "DBA" not in diffusion["ours"]  # the contender picked on the learning split
     assert interval(r, "rerank", _method(ONLINE), _method("αQE")) in diffusion["ours"]
     assert interval(r, "rerank", _method(OFFLINE), _method(ONLINE)) in offline["ours"]
+
+
+# --------------------------------------------------------------------------- per-dataset claims (instance step)
+def _instance_results(folder, rng_seed=0):
+    """Tiny instance-step CSVs whose outcomes are known: R-MAC > SPoC, deeper better, PCA-w hurts,
+    αQE within noise, diffusion better than αQE, CNN better than the colour histogram."""
+    rng = np.random.default_rng(rng_seed)
+    sets = verdicts.INSTANCE_SETS
+    n = 40
+    noise = lambda: rng.normal(0, 0.002, n)  # noqa: E731
+    deep, deep_pq = [], []
+    effect = {"rmac": 0.2, "gem": 0.1, "spoc": 0.0, "mac": 0.05}
+    for net, depth, lift in (("shallow", 10, 0.0), ("deep", 20, 0.1)):
+        for pooling, gain in effect.items():
+            for ds in sets:
+                ap = np.clip(0.4 + lift + gain + noise(), 0, 1)
+                deep.append({"network": net, "depth": depth, "pooling": pooling, "learn_mAP": 0.5 + lift + gain,
+                             "dataset": ds, "protocol": "all", "mAP": ap.mean()})
+                deep_pq += [{"network": net, "pooling": pooling, "dataset": ds, "query": q, "AP": a}
+                            for q, a in enumerate(ap)]
+    pipe, pipe_pq, base, base_pq = [], [], [], []
+    for ds in sets:
+        pca = np.clip(0.4 + noise(), 0, 1)
+        stages = {"off-the-shelf": np.clip(0.5 + noise(), 0, 1), "+ PCA-w": pca,
+                  "+ αQE": pca + 0.0005 * (-1.0) ** np.arange(n),  # mean difference 0: within noise
+                  "+ diffusion": np.clip(0.6 + noise(), 0, 1)}
+        for stage, ap in stages.items():
+            pipe.append({"stage": stage, "whitening": "none" if stage == "off-the-shelf" else "pca_w@64",
+                         "dataset": ds, "protocol": "all", "mAP": ap.mean()})
+            pipe_pq += [{"stage": stage, "dataset": ds, "query": q, "AP": a} for q, a in enumerate(ap)]
+        ap = np.clip(0.1 + noise(), 0, 1)
+        base.append({"stage": "colour histogram", "dataset": ds, "protocol": "all", "mAP": ap.mean()})
+        base_pq += [{"stage": "colour histogram", "dataset": ds, "query": q, "AP": a} for q, a in enumerate(ap)]
+    for name, rows in (("instance_offtheshelf", deep), ("instance_offtheshelf_per_query", deep_pq),
+                       ("instance_pipeline", pipe), ("instance_pipeline_per_query", pipe_pq),
+                       ("instance_baseline", base), ("instance_baseline_per_query", base_pq)):
+        pd.DataFrame(rows).to_csv(folder / f"{name}.csv", index=False)
+
+
+def test_instance_claims_have_one_verdict_column_per_dataset_from_paired_bootstraps(tmp_path):
+    _instance_results(tmp_path)
+    coil = pd.DataFrame({"survey": ["R-MAC beats SPoC on the same network (…)"], "verdict": ["disagrees"]})
+    table = verdicts.instance_claims(tmp_path, coil=coil).set_index("claim")
+    assert list(table.columns) == ["coil100", *verdicts.INSTANCE_SETS]
+    expected = {
+        "aggregation methods on one frozen network give different mAP": "agrees",
+        "R-MAC beats SPoC on the same network": "agrees",
+        "deeper backbones retrieve better (GeM)": "agrees",
+        "PCA-whitening improves an off-the-shelf descriptor": "disagrees",
+        "query expansion improves on the plain ranking": verdicts.WITHIN_NOISE,
+        "diffusion beats query expansion": "agrees",
+        "CNN features beat a colour histogram": "agrees",
+    }
+    for claim, verdict in expected.items():
+        assert (table.loc[claim, list(verdicts.INSTANCE_SETS)] == verdict).all(), (claim, table.loc[claim].tolist())
+    assert table.loc["R-MAC beats SPoC on the same network", "coil100"] == "disagrees"
+    assert table.loc["CNN features beat a colour histogram", "coil100"] == "–"
+
+
+def test_instance_claims_say_not_run_without_the_instance_step(tmp_path):
+    coil = pd.DataFrame({"survey": [], "verdict": []})
+    table = verdicts.instance_claims(tmp_path, coil=coil)
+    assert (table[list(verdicts.INSTANCE_SETS)] == "not run").all().all()

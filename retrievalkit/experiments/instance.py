@@ -119,17 +119,31 @@ def _query_db_rows(ds) -> np.ndarray | None:
     return None
 
 
-def _scores(ids: np.ndarray, ds, key: dict) -> list[dict]:
+HEADLINE = {"smvs_dvd": "all", "rparis6k_mini": "medium", "sop_kettles_fans": "all"}  # protocol of per-query APs
+
+
+def _scores(ids: np.ndarray, ds, key: dict, per_query: list | None = None) -> list[dict]:
+    """Tidy metric rows of a ranking; ``per_query`` receives the per-query APs of the headline protocol
+    (the input of the paired bootstrap in :mod:`retrievalkit.experiments.verdicts`)."""
     rows = [{**key, **r} for r in evaluate.evaluate(ids, ds)]
     if ds.name == "smvs_dvd":  # the benchmark reports P@1 (= recall@1 with one positive) per camera too
         for cam, part in datasets.smvs.by_camera(ds).items():
             rows += [{**key, **r, "protocol": cam} for r in evaluate.evaluate(ids[part.meta["query_rows"]], part)]
+    if per_query is not None:
+        aps = evaluate.average_precision(ids, ds.ground_truth(HEADLINE[ds.name]))
+        per_query += [{**key, "dataset": ds.name, "query": q, "AP": float(a)} for q, a in enumerate(aps)]
     return rows
+
+
+def _frame(rows: list[dict], per_query: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    frame.attrs["per_query"] = per_query
+    return frame
 
 
 def colour_histogram(sets: Sets) -> pd.DataFrame:
     """The colour-histogram baseline (a non-learned, pre-deep descriptor) on every set."""
-    out = []
+    out, pq = [], []
     for name in DATASETS:
         ds = sets.dataset(name)
         db, _ = baselines.describe_images(ds.db_paths, exif_transpose=ds.exif_transpose, progress=sets.progress)
@@ -139,8 +153,8 @@ def colour_histogram(sets: Sets) -> pd.DataFrame:
         else:
             q, _ = baselines.describe_images(ds.query_paths, bboxes=ds.query_bboxes, exif_transpose=ds.exif_transpose,
                                              progress=sets.progress)
-        out += _scores(exact_search(q, db)[1], ds, {"method": "colour histogram", "stage": "colour histogram"})
-    return pd.DataFrame(out)
+        out += _scores(exact_search(q, db)[1], ds, {"method": "colour histogram", "stage": "colour histogram"}, pq)
+    return _frame(out, pq)
 
 
 def learn_map(sets: Sets, backbone: str, layer: str, pooling: str) -> float:
@@ -151,7 +165,7 @@ def learn_map(sets: Sets, backbone: str, layer: str, pooling: str) -> float:
 
 def offtheshelf(sets: Sets) -> pd.DataFrame:
     """Every network × pooling of its last conv map on every set, with the SOP-learning mAP that ranks them."""
-    out = []
+    out, pq = [], []
     for net in sets.networks:
         layer = sets.backbone(net).default_layer
         for pooling in POOLINGS:
@@ -159,8 +173,8 @@ def offtheshelf(sets: Sets) -> pd.DataFrame:
                    "learn_mAP": learn_map(sets, net, layer, pooling)}
             for name in DATASETS:
                 db, q, _ = sets.rows(name, net, layer, pooling)
-                out += _scores(exact_search(q, db)[1], sets.dataset(name), {"method": f"{net} {pooling}", **key})
-    return pd.DataFrame(out)
+                out += _scores(exact_search(q, db)[1], sets.dataset(name), {"method": f"{net} {pooling}", **key}, pq)
+    return _frame(out, pq)
 
 
 WHITEN_DIMS = (64, 128, 256)  # PCA-w candidates; SOP's learning half has ~420 photos, so full rank is out
@@ -197,22 +211,22 @@ def pipeline(sets: Sets, best: dict) -> tuple[pd.DataFrame, dict]:
                               progress=sets.progress)
     params.update(whitening=choice, pca_w=best_w, **{f"learn_mAP_{k}": v for k, v in scores.items()})
     base = {"network": net, "pooling": pooling, "method": f"{net} {pooling}"}
-    out = []
+    out, pq = [], []
     for name in DATASETS:
         ds = sets.dataset(name)
         db, q, exclude = sets.rows(name, net, layer, pooling)
-        out += _scores(exact_search(q, db)[1], ds, {**base, "stage": "off-the-shelf", "whitening": "none"})
+        out += _scores(exact_search(q, db)[1], ds, {**base, "stage": "off-the-shelf", "whitening": "none"}, pq)
         w = whitener(best_w)
-        out += _scores(exact_search(w(q), w(db))[1], ds, {**base, "stage": "+ PCA-w", "whitening": best_w})
+        out += _scores(exact_search(w(q), w(db))[1], ds, {**base, "stage": "+ PCA-w", "whitening": best_w}, pq)
         w = whitener(choice)
         db, q = w(db), w(q)
         k = min(params["qe_k"], len(db) - 1)
         out += _scores(rerank.alpha_qe(q, db, k, QE_ALPHA, exclude=exclude)[1], ds,
-                       {**base, "stage": "+ αQE", "whitening": choice})
+                       {**base, "stage": "+ αQE", "whitening": choice}, pq)
         dif = rerank.Diffusion(min(params["graph_k"], len(db) - 1), params["alpha"], query_k=QUERY_K, gamma=GAMMA)
         out += _scores(dif.fit(db).search(q, exclude=exclude)[1], ds,
-                       {**base, "stage": "+ diffusion", "whitening": choice})
-    return pd.DataFrame(out), params
+                       {**base, "stage": "+ diffusion", "whitening": choice}, pq)
+    return _frame(out, pq), params
 
 
 def depth_within(sets: Sets, networks=DEPTH_NETWORKS, pooling: str = "gem") -> pd.DataFrame:
@@ -232,9 +246,3 @@ def depth_within(sets: Sets, networks=DEPTH_NETWORKS, pooling: str = "gem") -> p
                                {"network": net, "layer": block, "block": f"block{depth}", "block_depth": depth,
                                 "pooling": pooling})
     return pd.DataFrame(out)
-
-
-def overall(frame: pd.DataFrame) -> pd.DataFrame:
-    """One headline row per dataset: SMVS overall ("all"), Paris6k-mini Medium, SOP "all"."""
-    keep = frame["protocol"].isin(["all", "medium"])
-    return frame[keep]

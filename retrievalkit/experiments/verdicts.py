@@ -367,3 +367,86 @@ def claims_vs_ours(results_dir="results") -> pd.DataFrame:
         except NeedsRerun as err:
             rows.append(_row(step, "–", f"the cached results of `{step}` predate per-query APs", str(err)))
     return pd.DataFrame(rows, columns=["figure", "survey", "ours", "verdict"])
+
+
+# --------------------------------------------------------------------------- the same claims on real photos
+INSTANCE_SETS = ("smvs_dvd", "rparis6k_mini", "sop_kettles_fans")
+# claim → the start of the COIL-100 row of :func:`claims_vs_ours` that checks it (its verdict fills the COIL column)
+INSTANCE_CLAIMS = {
+    "aggregation methods on one frozen network give different mAP": "aggregation methods",
+    "R-MAC beats SPoC on the same network": "R-MAC beats SPoC",
+    "deeper backbones retrieve better (GeM)": "deeper backbones retrieve better (GEM)",
+    "PCA-whitening improves an off-the-shelf descriptor": None,
+    "query expansion improves on the plain ranking": "query expansion improves",
+    "diffusion beats query expansion": "diffusion gives the most accurate",
+    "CNN features beat a colour histogram": None,
+}
+
+
+def _paired(pq: pd.DataFrame, a: dict, b: dict) -> Paired:
+    """Bootstrap of per-query AP ``a − b`` over the queries both rows score (NaN = no positives, dropped)."""
+    def aps(key):
+        mask = np.ones(len(pq), dtype=bool)
+        for column, value in key.items():
+            mask &= (pq[column] == value).to_numpy()
+        return pq[mask].set_index("query")["AP"]
+
+    both = pd.concat([aps(a), aps(b)], axis=1, keys=["a", "b"]).dropna()
+    return paired_bootstrap(both["a"], both["b"])
+
+
+def _instance_verdicts(r: dict, dataset: str) -> dict[str, str]:
+    deep, pipe = r["instance_offtheshelf"], r["instance_pipeline"]
+    pq = pd.concat([r["instance_offtheshelf_per_query"], r["instance_pipeline_per_query"].assign(source="pipeline"),
+                    r["instance_baseline_per_query"].assign(source="baseline")], ignore_index=True)
+    pq = pq[pq["dataset"] == dataset]
+    deep_pq = pq[pq["source"].isna()]
+    key = lambda net, pooling: {"network": net, "pooling": pooling}  # noqa: E731
+    picked = deep.loc[deep["learn_mAP"].idxmax()]
+    out = {}
+    signs = []
+    for net, part in deep.groupby("network", sort=False):
+        hi, lo = part.loc[part["learn_mAP"].idxmax(), "pooling"], part.loc[part["learn_mAP"].idxmin(), "pooling"]
+        signs.append(_paired(deep_pq, key(net, hi), key(net, lo)).sign != "≈")
+    out["aggregation methods on one frozen network give different mAP"] = (
+        "agrees" if all(signs) else "partly" if any(signs) else WITHIN_NOISE)
+    out["R-MAC beats SPoC on the same network"] = _direction(
+        _paired(deep_pq, key(picked["network"], "rmac"), key(picked["network"], "spoc")))
+    levels = deep.drop_duplicates("network").groupby("depth")["network"].apply(list).sort_index().tolist()
+    steps = [_paired(deep_pq, key(b, "gem"), key(a, "gem")).sign
+             for low, high in zip(levels, levels[1:]) for a in low for b in high]
+    out["deeper backbones retrieve better (GeM)"] = _tally(steps) if steps else "not run"
+    stage = lambda s: {"source": "pipeline", "stage": s}  # noqa: E731
+    out["PCA-whitening improves an off-the-shelf descriptor"] = _direction(
+        _paired(pq, stage("+ PCA-w"), stage("off-the-shelf")))
+    chosen = pipe.loc[pipe["stage"] == "+ αQE", "whitening"].iloc[0]
+    before = "off-the-shelf" if chosen == "none" else "+ PCA-w"
+    out["query expansion improves on the plain ranking"] = _direction(_paired(pq, stage("+ αQE"), stage(before)))
+    out["diffusion beats query expansion"] = _direction(_paired(pq, stage("+ diffusion"), stage("+ αQE")))
+    out["CNN features beat a colour histogram"] = _direction(
+        _paired(pq, stage("off-the-shelf"), {"source": "baseline"}))
+    return out
+
+
+def instance_claims(results_dir="results", coil: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The claims that transfer to the real instance sets, one verdict column per dataset (COIL-100 first).
+
+    Contenders are picked on SOP's learning products (``learn_mAP``) or by the pipeline's learned
+    settings, never on a test set; every verdict is a paired bootstrap over that set's queries.
+    """
+    results = Path(results_dir)
+    names = ("instance_offtheshelf", "instance_pipeline", "instance_baseline")
+    paths = {n: results / f"{n}.csv" for n in names} | {f"{n}_per_query": results / f"{n}_per_query.csv" for n in names}
+    coil = claims_vs_ours(results_dir) if coil is None else coil
+    table = pd.DataFrame({"claim": list(INSTANCE_CLAIMS)})
+    table["coil100"] = [next((v for s, v in zip(coil["survey"], coil["verdict"]) if start and s.startswith(start)),
+                             "–") for start in INSTANCE_CLAIMS.values()]
+    if not all(p.is_file() for p in paths.values()):
+        for name in INSTANCE_SETS:
+            table[name] = "not run"
+        return table
+    data = {n: pd.read_csv(p) for n, p in paths.items()}
+    for name in INSTANCE_SETS:
+        verdicts = _instance_verdicts(data, name)
+        table[name] = table["claim"].map(verdicts)
+    return table
