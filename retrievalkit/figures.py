@@ -12,6 +12,7 @@ import numpy as np
 GOOD = "#2ca02c"
 BAD = "#d62728"
 QUERY = "#1f77b4"
+OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}  # a legend right of the axes
 
 
 def _frame(ax, color: str, width: float = 4.0) -> None:
@@ -77,8 +78,10 @@ def protocol_bars(df, value: str = "mAP", by: str = "protocol", hue: str | None 
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
     sns.barplot(data=df, x=by, y=value, hue=hue if hue in df.columns else None, ax=ax)
-    ax.set_ylim(0, 1)
+    unit_axis(ax)
     ax.set_ylabel(value)
+    if ax.get_legend():
+        sns.move_legend(ax, OUTSIDE["loc"], **{k: v for k, v in OUTSIDE.items() if k != "loc"})
     for container in ax.containers:
         ax.bar_label(container, fmt="%.3f", fontsize=7)
     if title:
@@ -87,11 +90,82 @@ def protocol_bars(df, value: str = "mAP", by: str = "protocol", hue: str | None 
     return fig
 
 
+def unit_axis(ax, low: float = 0.0) -> None:
+    """A 0–1 score axis from ``low``, with room above 1 for the values written on top of bars."""
+    ax.set_ylim(low, 1.0)
+    ticks = ax.get_yticks()
+    ax.set_ylim(low, 1.0 + 0.09 * (1.0 - low))
+    ax.set_yticks(ticks[(ticks >= low - 1e-9) & (ticks <= 1.0 + 1e-9)])
+
+
+def plain_log_ticks(axis) -> None:
+    """Tick labels of a log axis as plain numbers (0.3, 20) rather than 3×10⁻¹, 2×10¹."""
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    class Plain(LogFormatterSciNotation):  # matplotlib's choice of which ticks to label, written as plain numbers
+        def __call__(self, x, pos=None):
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    axis.set_major_formatter(Plain())
+    axis.set_minor_formatter(Plain(labelOnlyBase=False))
+
+
+def _plotted_points(ax) -> np.ndarray:
+    """Display points every few pixels along each line of ``ax``, and each scatter point: where labels must not go."""
+    from matplotlib.cbook import STEP_LOOKUP_MAP
+
+    pts = [np.empty((0, 2))]
+    for line in ax.lines:
+        xy = np.column_stack(STEP_LOOKUP_MAP[line.get_drawstyle()](*np.asarray(line.get_xydata(), float).T))
+        xy = line.get_transform().transform(xy)
+        for a, b in zip(xy[:-1], xy[1:]):
+            pts.append(np.linspace(a, b, int(np.nan_to_num(np.hypot(*(b - a))) // 3) + 2))
+    pts += [c.get_offset_transform().transform(c.get_offsets()) for c in ax.collections]
+    pts = np.vstack(pts)
+    return pts[np.isfinite(pts).all(axis=1)]
+
+
+def place_labels(ax, x, y, labels, fontsize: float = 7, colors=None, sizes=None) -> None:
+    """Write ``labels`` beside the points (``x``, ``y``; marker areas ``sizes`` in pt², as for ``scatter``)
+    where they cover neither each other nor the plotted lines and points, moving a label further out (with a
+    thin leader line) when the nearest spots are taken.
+
+    Greedy, in display coordinates: call it after the axes' size and limits are final (after
+    ``tight_layout``)."""
+    from matplotlib.text import Text
+
+    ax.figure.canvas.draw()  # fixes the limits (autoscaling is lazy) and gives a renderer
+    renderer = ax.figure.canvas.get_renderer()
+    pts = ax.transData.transform(np.column_stack([x, y]).astype(float))
+    half = np.sqrt(np.broadcast_to(64.0 if sizes is None else sizes, len(pts))) / 2 * ax.figure.dpi / 72
+    taken = [(px - r, py - r, px + r, py + r) for (px, py), r in zip(pts, half)]
+    plotted, inside = _plotted_points(ax), ax.get_window_extent(renderer)
+    rings = [(r, a) for r in (5, 14, 24, 36, 50, 66, 86, 110) for a in range(0, 360, 30)]
+    for i, label in enumerate(labels):
+        for radius, angle in rings:
+            dx, dy = radius * np.cos(np.radians(angle)), radius * np.sin(np.radians(angle))
+            text = ax.annotate(label, (x[i], y[i]), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                               color=None if colors is None else colors[i],
+                               ha="left" if dx > 1 else "right" if dx < -1 else "center",
+                               va="bottom" if dy > 1 else "top" if dy < -1 else "center",
+                               arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if radius > 5 else None)
+            text.update_positions(renderer)
+            box = Text.get_window_extent(text, renderer).padded(1)  # the words only, not the leader line
+            fits = (inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+                    and not any(box.x0 < t[2] and t[0] < box.x1 and box.y0 < t[3] and t[1] < box.y1 for t in taken)
+                    and not box.count_contains(plotted))
+            if fits or (radius, angle) == rings[-1]:
+                break
+            text.remove()
+        taken.append((box.x0, box.y0, box.x1, box.y1))
+
+
 def finish_axes(ax, xlabel: str, ylabel: str | None = None, title: str | None = None, *, log_x: bool = False,
                 grid: dict | None = None, legend: dict | None = None, title_size: float | None = None) -> None:
     """The finishing the line and scatter plots share: optional log x, axis labels, title, grid, legend."""
     if log_x:
         ax.set_xscale("log")
+        plain_log_ticks(ax.xaxis)
     ax.set_xlabel(xlabel)
     if ylabel:
         ax.set_ylabel(ylabel)
@@ -124,8 +198,10 @@ def aggregation_bars(df, protocol: str = "all", title: str | None = None):
         ax.set_title(name, fontsize=9)
         ax.tick_params(axis="x", rotation=45, labelsize=7)
         ax.set_xlabel("")
-        low = max(0.0, data["mAP"].min() - 0.05)
-        ax.set_ylim(low, 1.0)
+        ax.set_ylim(max(0.0, data["mAP"].min() - 0.05), 1.0)
+        ax.get_legend().remove()
+    axes[0, -1].legend(*axes[0, 0].get_legend_handles_labels(), title="whitening", fontsize=7, title_fontsize=7,
+                       **OUTSIDE)
     fig.suptitle(title or f"Aggregation methods on COIL-100 ({protocol} protocol)", fontsize=10)
     fig.tight_layout()
     return fig
@@ -193,7 +269,7 @@ def variant_bars(df, label: str = "variant", protocol: str = "all", time_column:
     fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * len(data)), 3.4))
     ax.bar(range(len(data)), data["mAP"], color="#4c72b0")
     ax.set_xticks(range(len(data)), data[label], rotation=35, ha="right", fontsize=7)
-    ax.set_ylim(max(0.0, data["mAP"].min() - 0.05), 1.0)
+    unit_axis(ax, max(0.0, data["mAP"].min() - 0.05))
     ax.set_ylabel("mAP")
     for i, v in enumerate(data["mAP"]):
         ax.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
@@ -215,6 +291,7 @@ def progress_timeline(df, metric: str = "mAP", title: str | None = None):
 
     data = df[df["metric"] == metric]
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    records = []
     for i, (dataset, part) in enumerate(data.groupby("dataset", sort=True)):
         color = f"C{i}"
         jitter = (i - 1.5) * 0.06  # keeps datasets of the same year apart
@@ -222,14 +299,14 @@ def progress_timeline(df, metric: str = "mAP", title: str | None = None):
         best = part.groupby("year")["best_so_far"].max()
         ax.step(best.index, best.values, where="post", color=color, label=dataset)
         yearly_top = part.loc[part.groupby("year")["value"].idxmax()]
-        records = yearly_top[yearly_top["value"] > yearly_top["value"].cummax().shift(fill_value=-np.inf)]
-        for _, r in records.iterrows():  # name only the methods that set a new best
-            ax.annotate(r["method"], (r["year"] + jitter, r["value"]), fontsize=6, xytext=(2, 2),
-                        textcoords="offset points", color=color)
+        new_best = yearly_top[yearly_top["value"] > yearly_top["value"].cummax().shift(fill_value=-np.inf)]
+        records += [(r["year"] + jitter, r["value"], r["method"], color) for _, r in new_best.iterrows()]
     ax.set_xticks(sorted(data["year"].unique()))
     ax.set_xlabel("year of the method's paper")
     ax.set_ylabel(f"reported {metric} (%)")
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title or "Survey Fig. 2.12(a) from Tables 2.2–2.3: best reported result so far", fontsize=10)
     fig.tight_layout()
+    x, y, names, colors = zip(*records)  # name only the methods that set a new best
+    place_labels(ax, np.array(x), np.array(y), names, fontsize=6, colors=colors, sizes=18)
     return fig

@@ -11,7 +11,6 @@ from typing import Sequence
 import numpy as np
 
 from .figures import OUTSIDE
-
 from .rows import DEFAULT_EPS
 
 METHOD_LABELS = {"bow": "BoW (tf-idf)", "vlad": "VLAD", "fv": "Fisher vector"}

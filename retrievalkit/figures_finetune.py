@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .figures import OUTSIDE
+
 
 def _plt():
     import matplotlib.pyplot as plt
@@ -17,6 +19,8 @@ def _plt():
 
 def before_after(scores, protocols=("all", "easy", "hard")):
     """Grouped bars: test mAP after fine-tuning per method, the off-the-shelf level as a dashed line per protocol."""
+    from matplotlib.patches import Patch
+
     plt = _plt()
     protocols = [p for p in protocols if p in set(scores["protocol"])]
     fig, axes = plt.subplots(1, len(protocols), figsize=(5 * len(protocols), 4), squeeze=False, sharey=True)
@@ -33,8 +37,9 @@ def before_after(scores, protocols=("all", "easy", "hard")):
         ax.set_title(f"COIL-100 test, protocol '{proto}'")
         lo = min([part["mAP"].min()] + ([float(off.iloc[0])] if len(off) else []))
         ax.set_ylim(max(0.0, lo - 0.1), 1.0)
-        ax.legend(loc="lower right", fontsize=8)
-    axes[0][0].set_ylabel("mAP (blue: supervised, orange: unsupervised)")
+    handles = [Patch(color="tab:blue", label="supervised"), Patch(color="tab:orange", label="unsupervised")]
+    axes[0][-1].legend(handles=handles + axes[0][-1].get_legend_handles_labels()[0], fontsize=8, **OUTSIDE)
+    axes[0][0].set_ylabel("mAP after fine-tuning")
     fig.tight_layout()
     return fig
 
@@ -99,6 +104,6 @@ def reported_vs_ours(ours, reported):
     ax2.set_ylabel("COIL-100 test mAP (%)")
     ax2.set_ylim(max(0, 100 * min(ours["coil100_mAP_before"].min(), ours["coil100_mAP_after"].min()) - 10), 100)
     ax2.set_title("ours (reproduced)")
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=8, **OUTSIDE)
     fig.tight_layout()
     return fig

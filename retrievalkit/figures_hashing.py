@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .figures import finish_axes
+from .figures import OUTSIDE, finish_axes, place_labels
 
 MARKERS = {"lsh": "v", "pca_sign": "s", "itq": "o", "deep": "D", "deep+balance": "^", "deep+decorrelation": "<",
            "deep+both": "*", "float": "x"}
@@ -43,7 +43,7 @@ def map_vs_bits(df, title: str | None = None):
         ax.set_ylabel(part["metric"].iloc[0])
         ax.set_title(name)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    axes[0][-1].legend(fontsize=8, **OUTSIDE)
     fig.suptitle(title or "mAP vs code length (Survey §2.3.2.4)")
     fig.tight_layout()
     return fig
@@ -60,15 +60,17 @@ def code_diagnostics(df, bits: int | None = None, title: str | None = None):
     width = 0.8 / max(len(datasets), 1)
     methods = list(dict.fromkeys(data["method"]))
     x = np.arange(len(methods))
-    for ax, column, label in ((axes[0], "mean_balance", "mean |mean of ±1 bit| (0 = balanced)"),
-                              (axes[1], "mean_abs_corr", "mean |corr| between bits (0 = uncorrelated)")):
+    for ax, column, label, what in ((axes[0], "mean_balance", "mean |mean of ±1 bit|", "bit balance (0 = balanced)"),
+                                    (axes[1], "mean_abs_corr", "mean |corr| between bits",
+                                     "bit correlation (0 = uncorrelated)")):
         for i, name in enumerate(datasets):
             part = data[data["dataset"] == name].set_index("method").reindex(methods)
             ax.bar(x + i * width, part[column], width, label=name)
         ax.set_xticks(x + width * (len(datasets) - 1) / 2, methods, rotation=30, ha="right")
         ax.set_ylabel(label)
+        ax.set_title(what, fontsize=10)
         ax.grid(alpha=0.3, axis="y")
-    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8, **OUTSIDE)
     fig.suptitle(title or f"Code quality at {bits} bits: bit balance and bit uncorrelation (§2.3.2.4 b)")
     fig.tight_layout()
     return fig
@@ -88,7 +90,7 @@ def pr_curves(curves, title: str | None = None):
         ax.set_ylabel("precision")
         ax.set_title(f"{name} ({int(part.loc[part['method'] != 'float', 'bits'].iloc[0])} bits)")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8)
+    axes[0][-1].legend(fontsize=8, **OUTSIDE)
     fig.suptitle(title or "Precision–recall of binary codes vs float descriptors")
     fig.tight_layout()
     return fig
@@ -102,9 +104,6 @@ def pareto(table, y: str = "mAP", x: str = "ms_per_query_batch", title: str | No
     colors = {"float index": "#1f77b4", "binary codes": "#d62728"}
     for (fam, g), s in zip(table.groupby("family", sort=False), [None] * 10):
         ax.scatter(g[x], g[y], s=size[g.index], alpha=0.7, color=colors.get(fam), label=fam, edgecolor="k")
-    for _, r in table.iterrows():
-        ax.annotate(f"{r['method']}\n{r['bytes_per_vector']:.0f} B", (r[x], r[y]), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
     order = table.sort_values([x, y], ascending=[True, False])
     front, best = [], -np.inf
     for _, r in order.iterrows():
@@ -116,8 +115,11 @@ def pareto(table, y: str = "mAP", x: str = "ms_per_query_batch", title: str | No
         ax.step(fx, fy, where="post", color="grey", lw=1, ls=":")
     finish_axes(ax, f"{x.replace('_', ' ')} (ms, log)", y,
                 title or "Accuracy–time–memory (Table 2.1 analogue; marker area ~ log bytes per vector)",
-                log_x=True, grid={"alpha": 0.3}, legend={"fontsize": 8, "loc": "lower right"})
+                log_x=True, grid={"alpha": 0.3}, legend={"fontsize": 8, **OUTSIDE}, title_size=10)
+    ax.margins(0.15)
     fig.tight_layout()
+    place_labels(ax, table[x].to_numpy(), table[y].to_numpy(),
+                 [f"{r['method']}\n{r['bytes_per_vector']:.0f} B" for _, r in table.iterrows()], sizes=size)
     return fig
 
 
