@@ -92,7 +92,7 @@ from PIL import Image
 from skimage import data as skdata
 
 photo = Image.fromarray(skdata.chelsea()).resize((lite0.input_size, lite0.input_size))
-batch = torch.as_tensor(np.asarray(photo), dtype=torch.float32).permute(2, 0, 1)[None] / 255
+batch = torch.as_tensor(np.array(photo), dtype=torch.float32).permute(2, 0, 1)[None] / 255
 with torch.inference_mode():
     probs = lite0(lite0.normalize(batch)).softmax(dim=1)[0]
 top5 = probs.topk(5)
@@ -125,12 +125,13 @@ import matplotlib.pyplot as plt
 table = rk.backbones.list_backbones()
 fig, ax = plt.subplots(figsize=(5, 3))
 ax.scatter(table["depth"], table["channels"])
-for _, r in table.iterrows():
-    ax.annotate(r["name"], (r["depth"], r["channels"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
 ax.set_xlabel("depth (weight layers)")
 ax.set_ylabel("channels of the default layer")
 ax.set_title("Backbones: depth vs descriptor width")
+ax.margins(0.2)
 fig.tight_layout()
+# Lite1 and Lite2 share a point (same depth and width: compound scaling changes resolution); place_labels keeps names apart
+rk.figures.place_labels(ax, table["depth"].to_numpy(), table["channels"].to_numpy(), table["name"])
 
 # %% [markdown]
 # ## What to notice

@@ -47,7 +47,7 @@ coil = offtheshelf.Coil(small=SMALL, progress=False)
 test = coil.split("test")
 net = rk.backbones.load_backbone(BACKBONE)
 image = rk.datasets.images.read_image(test.db_paths[0]).resize((224, 224))
-pixels = torch.as_tensor(np.asarray(image), dtype=torch.float32).permute(2, 0, 1)[None] / 255
+pixels = torch.as_tensor(np.array(image), dtype=torch.float32).permute(2, 0, 1)[None] / 255
 with torch.inference_mode():
     x = net.forward_features(net.normalize(pixels))[net.default_layer].float().contiguous()
 x.shape
