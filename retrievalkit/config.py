@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 ENV_DATA = "RETRIEVALKIT_DATA"
@@ -37,6 +38,23 @@ def cache_dir(cache: str | os.PathLike | None = None) -> Path:
     if cache is None:
         cache = os.environ.get(ENV_CACHE) or data_home() / "cache"
     return Path(cache).expanduser().resolve()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Write a file under its final name in one step: the block writes the yielded temporary path
+    beside ``path``; it is renamed to ``path`` when the block ends, and removed if the block fails,
+    so a reader never sees a half-written file (the package's rule for caches and results)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def mirror() -> str | None:

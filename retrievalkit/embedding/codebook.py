@@ -15,12 +15,11 @@ save to / load from ``.npz`` files, written atomically, for caching.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..config import atomic_path
 from ..rows import Estimator, as_rows
 from .local import LocalDescriptors
 
@@ -85,17 +84,10 @@ class _Codebook(Estimator):
         """Write the fitted codebook to ``path`` (``.npz``) atomically (temp file + rename)."""
         self._check_fitted()
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"kind": type(self).__name__, "params": self._params(),
                 "n_train": int(self.n_train_), "n_available": int(self.n_available_)}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, meta=np.array(json.dumps(meta)), **{a: getattr(self, a) for a in self._FITTED})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **{a: getattr(self, a) for a in self._FITTED})
         return path
 
     @classmethod

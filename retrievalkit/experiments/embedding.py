@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .. import config, whitening
+from .. import artifacts, config, whitening
 from .. import embedding as emb
 from .offtheshelf import Coil, score
 
@@ -78,18 +76,29 @@ def deep_maps(coil: Coil, split: str) -> np.ndarray:
     return deep_features(coil, split).maps(LAYER)
 
 
+ARTIFACT_VERSION = 1  # of the codebooks, idf, column PCA and attention head cached here: bump when they change
+
+
+def _cached(coil: Coil, kind: str, key: dict, compute):
+    """``compute()`` once per process (``coil.memo``) and once per cache (:mod:`retrievalkit.artifacts`)."""
+    memo_key = (kind, *map(repr, key.values()))
+    if memo_key not in coil.memo:
+        coil.memo[memo_key] = artifacts.cached(kind, key, compute, version=ARTIFACT_VERSION)
+    return coil.memo[memo_key]
+
+
 def column_pca(coil: Coil, dim: int = COLUMN_DIM, max_rows: int = COLUMN_PCA_ROWS, seed: int = 0) -> whitening.PCA:
     """PCA (then L2) for L2-normalised conv columns, learned on at most ``max_rows`` LEARNING-split columns."""
-    key = ("column_pca", dim, max_rows, seed)
-    memo = coil.memo
-    if key not in memo:
+    def fit():
         maps = deep_maps(coil, "learn")
         per_image = maps.shape[2] * maps.shape[3]
         n_images = min(len(maps), max(1, max_rows // per_image))
         images = np.sort(np.random.default_rng(seed).choice(len(maps), size=n_images, replace=False))
         columns = emb.conv_columns(np.asarray(maps[images]), normalize=True).descriptors
-        memo[key] = whitening.PCA(dim=min(dim, columns.shape[1])).fit(columns)
-    return memo[key]
+        return whitening.PCA(dim=min(dim, columns.shape[1])).fit(columns)
+
+    key = {"data": deep_features(coil, "learn").key, "dim": dim, "max_rows": max_rows, "seed": seed}
+    return _cached(coil, "column_pca", key, fit)
 
 
 def _conv_local(coil: Coil, split: str, chunk: int = 256) -> emb.LocalDescriptors:
@@ -123,16 +132,9 @@ def _sift_local(coil: Coil, split: str, mode: str = SIFT_MODE) -> emb.LocalDescr
         with np.load(path) as data:
             return emb.LocalDescriptors(data["descriptors"], data["image_index"], int(data["n_images"]))
     local, skipped = emb.extract_sift(paths, mode=mode, root=True, workers=2, progress=coil.progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, descriptors=local.descriptors, image_index=local.image_index, n_images=local.n_images,
-                     meta=np.array(json.dumps({"mode": mode, "root": True, "skipped": len(skipped)})))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with config.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, descriptors=local.descriptors, image_index=local.image_index, n_images=local.n_images,
+                 meta=np.array(json.dumps({"mode": mode, "root": True, "skipped": len(skipped)})))
     return local
 
 
@@ -151,36 +153,40 @@ def local_descriptors(coil: Coil, split: str, source: str) -> emb.LocalDescripto
 
 
 # --------------------------------------------------------------------------- codebooks and encoders
+def _learn_key(coil: Coil, source: str) -> str:
+    """Fingerprint of the LEARNING-split local descriptors of ``source``: the data every codebook learns from."""
+    if ("learn_key", source) not in coil.memo:
+        learn = local_descriptors(coil, "learn", source)
+        coil.memo["learn_key", source] = artifacts.fingerprint(learn.descriptors, learn.image_index,
+                                                               np.int64(learn.n_images))
+    return coil.memo["learn_key", source]
+
+
 def codebook(coil: Coil, source: str, kind: str, k: int):
     """A k-means (``kind="kmeans"``) or GMM (``"gmm"``) codebook learned on LEARNING-split descriptors."""
-    key = ("codebook", source, kind, k)
-    memo = coil.memo
-    if key not in memo:
-        learn = local_descriptors(coil, "learn", source)
-        if kind == "kmeans":
-            memo[key] = emb.KMeansCodebook(k=k, seed=0).fit(learn, split="learn")
-        else:
-            n_iter, max_train = ((SMALL_GMM_ITERATIONS, SMALL_GMM_MAX_TRAIN) if coil.small
-                                 else (GMM_ITERATIONS, GMM_MAX_TRAIN))
-            memo[key] = emb.GMMCodebook(k=k, seed=0, n_iter=n_iter, max_train=max_train).fit(learn, split="learn")
-    return memo[key]
+    if kind == "kmeans":
+        book = emb.KMeansCodebook(k=k, seed=0)
+    else:
+        n_iter, max_train = (SMALL_GMM_ITERATIONS, SMALL_GMM_MAX_TRAIN) if coil.small else (GMM_ITERATIONS, GMM_MAX_TRAIN)
+        book = emb.GMMCodebook(k=k, seed=0, n_iter=n_iter, max_train=max_train)
+    return _cached(coil, "codebook", {"data": _learn_key(coil, source), **artifacts.settings(book)},
+                   lambda: book.fit(local_descriptors(coil, "learn", source), split="learn"))
 
 
 def encoder(coil: Coil, source: str, method: str, k: int):
     """A fitted BoW (tf-idf from the learning split), VLAD or FV encoder with ``k`` words / Gaussians."""
-    key = ("encoder", source, method, k)
-    memo = coil.memo
-    if key not in memo:
-        if method == "bow":
-            memo[key] = emb.BoW(codebook(coil, source, "kmeans", k)).fit_idf(
-                local_descriptors(coil, "learn", source), split="learn")
-        elif method == "vlad":
-            memo[key] = emb.VLAD(codebook(coil, source, "kmeans", k))
-        elif method == "fv":
-            memo[key] = emb.FisherVector(codebook(coil, source, "gmm", k))
-        else:
-            raise ValueError(f"unknown embedding {method!r}; choose one of {METHODS}")
-    return memo[key]
+    if method == "bow":
+        book = codebook(coil, source, "kmeans", k)
+        bow = emb.BoW(book)
+        idf = _cached(coil, "bow_idf", {"data": _learn_key(coil, source), **artifacts.settings(book)},
+                      lambda: bow.fit_idf(local_descriptors(coil, "learn", source), split="learn").idf_)
+        bow.idf_, bow.n_learning_images_ = idf, local_descriptors(coil, "learn", source).n_images
+        return bow
+    if method == "vlad":
+        return emb.VLAD(codebook(coil, source, "kmeans", k))
+    if method == "fv":
+        return emb.FisherVector(codebook(coil, source, "gmm", k))
+    raise ValueError(f"unknown embedding {method!r}; choose one of {METHODS}")
 
 
 def encode(coil: Coil, split: str, source: str, method: str, k: int) -> np.ndarray:
@@ -229,12 +235,10 @@ def codebook_sizes(coil: Coil, sources=SOURCES, methods=METHODS, k_grid: dict | 
     return pd.DataFrame(rows)
 
 
-def _whitened(coil: Coil, source: str, method: str, k: int, dim: int = WHITEN_DIM) -> list[dict]:
-    test = coil.split("test")
+def _whitened(coil: Coil, source: str, method: str, k: int, dim: int = WHITEN_DIM) -> np.ndarray:
     learn_x, test_x = encode(coil, "learn", source, method, k), encode(coil, "test", source, method, k)
     dim = min(dim, len(learn_x) - 1, learn_x.shape[1])
-    X = whitening.PCAWhitening(dim=dim).fit(learn_x).transform(test_x).astype(np.float32)
-    return X
+    return whitening.PCAWhitening(dim=dim).fit(learn_x).transform(test_x).astype(np.float32)
 
 
 def deep_vs_handcrafted(coil: Coil, table_k: dict | None = None, whiten_dim: int = WHITEN_DIM) -> pd.DataFrame:
@@ -302,23 +306,24 @@ def train_head(coil: Coil, epochs: int | None = None, hidden: int = ATTENTION_HI
     from ..train.heads import LearnedAttention
 
     epochs = epochs if epochs is not None else (SMALL_ATTENTION_EPOCHS if coil.small else ATTENTION_EPOCHS)
-    key = ("head", epochs, hidden, seed)
-    memo = coil.memo
-    if key not in memo:
+    model = LearnedAttention(hidden, epochs=epochs, seed=seed, device="cpu", progress=coil.progress)
+    labels = np.asarray(coil.split("learn").db_labels)
+
+    def fit():
         maps = deep_maps(coil, "learn")
-        labels = np.asarray(coil.split("learn").db_labels)
         is_val = _labels_split(labels)
         train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
         maps_train = np.asarray(maps[train_idx[0]:train_idx[-1] + 1]) if _contiguous(train_idx) else np.asarray(maps[train_idx])
         maps_val = np.asarray(maps[val_idx[0]:val_idx[-1] + 1]) if _contiguous(val_idx) else np.asarray(maps[val_idx])
-        start = time.perf_counter()
         with config.deterministic():
-            model = LearnedAttention(hidden, epochs=epochs, seed=seed, device="cpu", progress=coil.progress)
-            head = model.fit(maps_train, labels[train_idx], maps_val, labels[val_idx]).head_
-        history = pd.DataFrame(model.history_)
-        history["train_s"] = time.perf_counter() - start
-        memo[key] = (head, history)
-    return memo[key]
+            return model.fit(maps_train, labels[train_idx], maps_val, labels[val_idx])
+
+    key = {"data": deep_features(coil, "learn").key, "labels": artifacts.fingerprint(labels),
+           "val_fraction": VAL_FRACTION, **artifacts.settings(model)}
+    fitted = _cached(coil, "attention_head", key, fit)
+    history = pd.DataFrame(fitted.history_)
+    history["train_s"] = artifacts.seconds("attention_head", key, version=ARTIFACT_VERSION)
+    return fitted.head_, history
 
 
 def _contiguous(idx: np.ndarray) -> bool:

@@ -7,12 +7,13 @@ notebooks/12_reproduce_survey_figures.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
+
+from ..config import atomic_path
 
 
 @dataclass
@@ -93,9 +94,8 @@ class Step:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def save_png(fig, path: Path) -> Path:

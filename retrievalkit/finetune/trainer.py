@@ -228,13 +228,6 @@ def check_protocol(parts, forbidden_ids, forbidden_labels) -> None:
                                      f"hold whole objects out — fine-tuning may only read the learning split")
 
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _comparable(cfg: FinetuneConfig) -> dict:
     d = asdict(cfg)
     d.pop("epochs")
@@ -315,10 +308,11 @@ def finetune(learn: TrainData, val: TrainData | None = None, cfg: FinetuneConfig
 
     def checkpoint_epoch(epoch: int, history: list, best: dict) -> None:
         if ckpt is not None:
-            _atomic_save({"version": CHECKPOINT_VERSION, "config": _comparable(cfg), "epoch": epoch,
-                          "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": opt.state_dict(),
-                          "history": history, "best": best, "seen_ids": sorted(seen),
-                          "torch_rng": torch.get_rng_state()}, ckpt)
+            with rk_config.atomic_path(ckpt) as tmp:
+                torch.save({"version": CHECKPOINT_VERSION, "config": _comparable(cfg), "epoch": epoch,
+                            "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": opt.state_dict(),
+                            "history": history, "best": best, "seen_ids": sorted(seen),
+                            "torch_rng": torch.get_rng_state()}, tmp)
 
     sampler = None
     if loss_fn.needs == "labels":
