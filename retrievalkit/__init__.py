@@ -6,6 +6,11 @@
 from __future__ import annotations
 
 import importlib
+import logging
+
+# faiss's loader logs each CPU build it tries at INFO (8 lines wherever logging is at INFO, as in the CLI);
+# quieten that one logger, not faiss's warnings.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 __version__ = "0.1.0"
 

@@ -268,9 +268,29 @@ def build_index(kind: str, xb, *, xtrain=None, **params):
     if kind == "hnsw":
         index.hnsw.efConstruction = int(params.get("efConstruction", DEFAULT_EF_CONSTRUCTION))
     if xtrain is not None:
+        _quiet_kmeans(index)
         index.train(xtrain)
     index.add(xb)
     return index
+
+
+def _quiet_kmeans(index) -> None:
+    """Let every k-means inside ``index`` (IVF lists, PQ codebooks) train on few points without a warning.
+
+    faiss prints "WARNING clustering n points to k centroids" to stderr (C++, past Python's warnings)
+    when a k-means gets fewer than ``min_points_per_centroid`` (39) points per centroid, as 256-word PQ
+    codebooks do on a small learning split: one line per sub-quantiser. That setting decides nothing
+    but the warning, so lowering it to 1 leaves what is trained unchanged.
+    """
+    import faiss
+
+    while index is not None:
+        index = faiss.downcast_index(index)
+        for owner in (index, getattr(index, "pq", None)):
+            if hasattr(owner, "cp"):
+                owner.cp.min_points_per_centroid = 1
+        index = getattr(index, "base_index", None) or (getattr(index, "index", None)
+                                                      if isinstance(index, faiss.IndexPreTransform) else None)
 
 
 def _search_params(index, nprobe, efSearch, k_factor):

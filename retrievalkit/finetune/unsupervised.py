@@ -144,7 +144,8 @@ def kmeans_labels(x: np.ndarray, k: int, seed: int = 0, iterations: int = 25, re
     import faiss
 
     x = np.ascontiguousarray(x, dtype=np.float32)
-    km = faiss.Kmeans(x.shape[1], k, niter=iterations, nredo=redo, seed=seed, spherical=True, verbose=False)
+    km = faiss.Kmeans(x.shape[1], k, niter=iterations, nredo=redo, seed=seed, spherical=True, verbose=False,
+                      min_points_per_centroid=1)  # decides only faiss's "too few points" stderr warning
     km.train(x)
     _, ids = km.index.search(x, 1)
     return ids[:, 0].astype(np.int64)
