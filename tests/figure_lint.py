@@ -19,6 +19,7 @@ SLACK = 1.0  # display pixels two boxes may share before they count as overlappi
 def _named_texts(fig):
     """(description, Text) for every drawn, non-empty text: titles, axis and tick labels, annotations, legends."""
     out = []
+
     def add(what, text):
         if text.get_visible() and text.get_text().strip():
             out.append((f"{what} {text.get_text()!r}", text))
@@ -29,7 +30,7 @@ def _named_texts(fig):
         for t in [legend.get_title(), *legend.get_texts()]:
             add("figure legend", t)
     for i, ax in enumerate(fig.axes):
-        if not ax.get_visible() or not ax.axison and not ax.texts:
+        if not ax.get_visible():
             continue
         where = f"axes {i}"
         for t in (ax.title, ax._left_title, ax._right_title):
