@@ -148,7 +148,7 @@ def place_labels(ax, x, y, labels, fontsize: float = 7, colors=None, sizes=None)
                                color=None if colors is None else colors[i],
                                ha="left" if dx > 1 else "right" if dx < -1 else "center",
                                va="bottom" if dy > 1 else "top" if dy < -1 else "center",
-                               arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if radius > 5 else None)
+                               arrowprops={"arrowstyle": "-", "lw": 0.6, "color": "0.4"} if radius > 5 else None)
             text.update_positions(renderer)
             box = Text.get_window_extent(text, renderer).padded(1)  # the words only, not the leader line
             fits = (inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
