@@ -20,9 +20,9 @@ Layout under ``config.cache_dir()``::
 
     artifacts/<kind>/<key>/
         artifact.json     sidecar: kind, the full key, format, files with bytes and CRC-32, "complete": true
-        arrays.npz        numpy arrays (formats "array", "arrays", "estimator")
+        arrays.npz        numpy arrays (formats "array", "arrays", "record", "estimator")
         state.pt          a torch state dict (format "state_dict"; loaded with weights_only=True)
-        value.json        small JSON data (format "json")
+        value.json        small JSON data (format "json"; "record": its JSON entries and layout)
         estimator.json    a fitted retrievalkit estimator: class, constructor params, fitted scalars
     artifacts/<kind>/<key>.tmp-<pid>-<random>/      being written (never read)
 
@@ -73,18 +73,37 @@ class CorruptArtifactError(ValueError):
 
 
 # --------------------------------------------------------------------------- keys
-def fingerprint(array) -> str:
-    """sha256 (32 hex digits) of an array's dtype, shape and bytes: the ``"data"`` key part for a
-    learning matrix. Reads a memory-mapped array in 16 MiB steps (35 MiB in ~40 ms on one core)."""
-    if hasattr(array, "detach"):  # a torch tensor
-        array = array.detach().cpu().numpy()
-    array = np.asarray(array)
-    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
-    flat = array.reshape(-1) if array.flags.c_contiguous else array.ravel()
-    step = max(1, _FINGERPRINT_CHUNK // max(1, array.itemsize))
-    for start in range(0, flat.size, step):
-        digest.update(np.ascontiguousarray(flat[start:start + step]).data)
+def fingerprint(*arrays) -> str:
+    """sha256 (32 hex digits) of arrays' dtypes, shapes and bytes, in order: the ``"data"`` key part
+    for learning rows (and their labels). Reads a memory-mapped array in 16 MiB steps (35 MiB in
+    ~40 ms on one core)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        if hasattr(array, "detach"):  # a torch tensor
+            array = array.detach().cpu().numpy()
+        array = np.asarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        flat = array.reshape(-1) if array.flags.c_contiguous else array.ravel()
+        step = max(1, _FINGERPRINT_CHUNK // max(1, array.itemsize))
+        for start in range(0, flat.size, step):
+            digest.update(np.ascontiguousarray(flat[start:start + step]).data)
     return digest.hexdigest()[:32]
+
+
+def settings(estimator, ignore=("progress",)) -> dict:
+    """A retrievalkit estimator's class and constructor arguments as JSON: the ``settings`` key part of
+    a fitted copy of it (``progress`` left out: it changes what is printed, not what is learned)."""
+    cls = type(estimator)
+    name = f"{cls.__module__}:{cls.__qualname__}"
+    params = {}
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name == "self" or p.name in ignore or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if not hasattr(estimator, p.name):
+            raise TypeError(f"{name} keeps no attribute {p.name!r} for its constructor argument, so it cannot be "
+                            "rebuilt without pickle: cache its arrays or its state_dict() instead")
+        params[p.name] = _json_value(getattr(estimator, p.name), f"{name}.{p.name}")
+    return {"class": name, "params": params}
 
 
 def full_key(kind: str, key_parts: dict, version: int) -> dict:
@@ -126,13 +145,18 @@ def _is_torch_tensor(value) -> bool:
     return torch is not None and isinstance(value, torch.Tensor)
 
 
+def _is_state_dict(value) -> bool:
+    return isinstance(value, Mapping) and bool(value) and all(_is_torch_tensor(v) for v in value.values())
+
+
 def _is_estimator(value) -> bool:
     module = type(value).__module__
     return module == "retrievalkit" or module.startswith("retrievalkit.")
 
 
 def value_format(value) -> str:
-    """How :func:`save` stores ``value``: "array", "arrays", "state_dict", "estimator" or "json"."""
+    """How :func:`save` stores ``value``: "array", "arrays", "state_dict", "record" (a dict of arrays,
+    state dicts and JSON data, e.g. trained weights with their history), "estimator" or "json"."""
     if isinstance(value, np.ndarray):
         return "array"
     if isinstance(value, Mapping) and value and all(isinstance(k, str) for k in value):
@@ -140,6 +164,8 @@ def value_format(value) -> str:
             return "arrays"
         if all(_is_torch_tensor(v) for v in value.values()):
             return "state_dict"
+        if any(isinstance(v, np.ndarray) or _is_state_dict(v) for v in value.values()):
+            return "record"
     if _is_estimator(value):
         return "estimator"
     try:
@@ -153,17 +179,9 @@ def value_format(value) -> str:
 
 def _estimator_state(obj, arrays: dict, prefix: str) -> dict:
     """JSON description of a fitted retrievalkit object; its arrays go into ``arrays`` under ``prefix``."""
-    cls = type(obj)
-    name = f"{cls.__module__}:{cls.__qualname__}"
-    params = {}
-    for p in inspect.signature(cls.__init__).parameters.values():
-        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        if not hasattr(obj, p.name):
-            raise TypeError(f"{name} keeps no attribute {p.name!r} for its constructor argument, so it cannot be "
-                            "rebuilt without pickle: cache its arrays or its state_dict() instead")
-        params[p.name] = _json_value(getattr(obj, p.name), f"{name}.{p.name}")
-    node = {"class": name, "params": params, "fitted": {}, "arrays": {}, "tensors": {}, "children": {}}
+    node = settings(obj, ignore=())
+    name = node["class"]
+    node.update({"fitted": {}, "arrays": {}, "tensors": {}, "children": {}})
     if hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict"):  # an nn.Module: its weights
         node["state"], node["training"] = {}, bool(obj.training)
         for key, tensor in obj.state_dict().items():
@@ -226,6 +244,19 @@ def _write_value(folder: Path, value, fmt: str) -> None:
         import torch
 
         torch.save(dict(value), folder / STATE_FILE)
+    elif fmt == "record":  # arrays under their name, state dicts under "name/parameter", the rest as JSON
+        arrays, layout = {}, {"arrays": [], "state_dicts": {}, "json": {}}
+        for name, v in value.items():
+            if isinstance(v, np.ndarray):
+                arrays[name] = v
+                layout["arrays"].append(name)
+            elif _is_state_dict(v):
+                layout["state_dicts"][name] = list(v)
+                arrays.update({f"{name}/{k}": t.detach().cpu().numpy() for k, t in v.items()})
+            else:
+                layout["json"][name] = _json_value(v, f"the value's {name!r}")
+        np.savez(folder / ARRAYS_FILE, **arrays)
+        (folder / JSON_FILE).write_text(json.dumps(layout))
     elif fmt == "estimator":
         arrays: dict = {}
         state = _estimator_state(value, arrays, "")
@@ -253,6 +284,13 @@ def _read_value(folder: Path, fmt: str):
         return _rebuild(json.loads((folder / ESTIMATOR_FILE).read_text()), _read_arrays(folder / ARRAYS_FILE))
     if fmt == "json":
         return json.loads((folder / JSON_FILE).read_text())
+    if fmt == "record":
+        import torch
+
+        layout, arrays = json.loads((folder / JSON_FILE).read_text()), _read_arrays(folder / ARRAYS_FILE)
+        return {**{name: arrays[name] for name in layout["arrays"]}, **layout["json"],
+                **{name: {k: torch.from_numpy(arrays[f"{name}/{k}"]) for k in keys}
+                   for name, keys in layout["state_dicts"].items()}}
     raise CorruptArtifactError(f"unknown format {fmt!r}")
 
 
@@ -409,6 +447,15 @@ def cached(kind: str, key_parts: dict, compute: Callable[[], T], *, version: int
     return load_folder(published)
 
 
+def seconds(kind: str, key_parts: dict, *, version: int, cache=None) -> float | None:
+    """How long computing the cached artefact of these inputs took when it was made (None: not cached).
+
+    A table's ``fit_s`` / ``train_s`` column reports this, so it keeps meaning "time to train" on a run
+    that read the artefact back."""
+    folder = lookup(kind, key_parts, version=version, cache=cache, warn=False)
+    return None if folder is None else read_sidecar(folder).get("seconds")
+
+
 def list_cached(cache=None) -> list[dict]:
     """One summary dict per published artefact: kind, key, format, size, how long it took, its folder."""
     root = artifacts_root(cache)
@@ -424,6 +471,6 @@ def list_cached(cache=None) -> list[dict]:
     return rows
 
 
-__all__ = ["CorruptArtifactError", "cached", "fingerprint", "full_key", "entry_folder", "save", "load", "lookup",
+__all__ = ["CorruptArtifactError", "cached", "seconds", "fingerprint", "settings", "full_key", "entry_folder", "save", "load", "lookup",
            "load_folder", "damage", "publish_folder", "value_format", "list_cached", "artifacts_root", "read_sidecar",
            "SIDECAR"]

@@ -58,6 +58,30 @@ def test_fingerprint_follows_values_dtype_and_shape(rows):
     assert artifacts.fingerprint(torch.from_numpy(rows)) == artifacts.fingerprint(rows)
 
 
+def test_fingerprint_of_several_arrays_keeps_their_boundaries(rows):
+    assert artifacts.fingerprint(rows) == artifacts.fingerprint(*[rows])
+    assert artifacts.fingerprint(rows, rows[:2]) != artifacts.fingerprint(rows[:2], rows)
+    assert artifacts.fingerprint(rows[:2], rows[2:]) != artifacts.fingerprint(rows[:3], rows[3:])  # same bytes, split
+    assert artifacts.fingerprint(rows, np.arange(3)) != artifacts.fingerprint(rows, np.arange(4))
+
+
+def test_settings_are_the_constructor_arguments_without_progress(rows):
+    from retrievalkit.hashing import DeepHash
+
+    quiet, loud = DeepHash(16, epochs=3, progress=False), DeepHash(16, epochs=3, progress=True)
+    assert artifacts.settings(quiet) == artifacts.settings(loud)
+    assert artifacts.settings(quiet)["class"] == "retrievalkit.hashing.deep:DeepHash"
+    assert artifacts.settings(quiet)["params"]["epochs"] == 3 and "progress" not in artifacts.settings(quiet)["params"]
+    assert artifacts.settings(DeepHash(16, epochs=4)) != artifacts.settings(quiet)
+
+
+def test_seconds_is_the_recorded_compute_time(tmp_path, rows):
+    assert artifacts.seconds("whitening", parts(rows), version=1, cache=tmp_path) is None
+    artifacts.cached("whitening", parts(rows), lambda: PCAWhitening(dim=8).fit(rows), version=1, cache=tmp_path)
+    recorded = artifacts.read_sidecar(artifacts.entry_folder("whitening", parts(rows), version=1, cache=tmp_path))
+    assert artifacts.seconds("whitening", parts(rows), version=1, cache=tmp_path) == recorded["seconds"] > 0
+
+
 def test_fingerprint_hashes_in_chunks_like_whole(rows, monkeypatch):
     whole = artifacts.fingerprint(rows)
     monkeypatch.setattr(artifacts, "_FINGERPRINT_CHUNK", 100)  # many steps, last one partial
@@ -114,6 +138,8 @@ def test_every_value_type_round_trips(tmp_path, rows):
         "json": {"k": 5, "alpha": 0.9, "picked": [1, 2]},
         "state_dict": head.state_dict(),
         "estimator": ITQ(8, 3, seed=1).fit(rows),
+        "record": {"head": head.state_dict(), "means": rows[:3], "history": [{"epoch": 0, "loss": float("nan")}],
+                   "best_epoch": 2, "empty_state": {}},
     }
     for fmt, value in values.items():
         assert artifacts.value_format(value) == fmt
@@ -127,6 +153,12 @@ def test_every_value_type_round_trips(tmp_path, rows):
             assert back == value
         elif fmt == "state_dict":
             assert all(torch.equal(back[k], v) for k, v in value.items())
+        elif fmt == "record":  # weights with their history: each entry comes back as it went in
+            assert sorted(back) == sorted(value) and back["best_epoch"] == 2 and back["empty_state"] == {}
+            assert all(torch.equal(back["head"][k], v) for k, v in value["head"].items())
+            assert list(back["head"]) == list(value["head"])
+            np.testing.assert_array_equal(back["means"], rows[:3])
+            assert back["history"][0]["epoch"] == 0 and np.isnan(back["history"][0]["loss"])
         else:
             assert type(back) is ITQ and (back.n_bits, back.n_iter, back.seed) == (8, 3, 1)
             np.testing.assert_array_equal(back.transform(rows), value.transform(rows))  # nested pca_ came back too
