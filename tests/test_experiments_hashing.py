@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrievalkit import hashing
+from retrievalkit import artifacts, hashing
 from retrievalkit import index as rk_index
 from retrievalkit.experiments import efficiency as E
 from retrievalkit.experiments import hashing as H
@@ -76,8 +76,9 @@ def test_distractors_are_unit_vectors_like_the_learning_rows():
     assert (x @ mean_dir).mean() > 0.8
 
 
-def test_no_learning_step_sees_test_rows(data, monkeypatch):
+def test_no_learning_step_sees_test_rows(data, monkeypatch, tmp_path):
     seen = []
+    monkeypatch.setattr(artifacts, "artifacts_root", lambda cache=None: tmp_path)  # empty: every fit really runs
 
     def spy(cls, name="fit"):
         original = getattr(cls, name)

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
-from .. import evaluate, features, hashing
+from .. import artifacts, evaluate, features, hashing
 from .. import index as rk_index
 from .offtheshelf import Coil, layers_for
 
@@ -84,6 +85,11 @@ class HashData:
     map_k: int | None
     protocol: str
     extract_s: float = 0.0
+
+    @cached_property
+    def learn_key(self) -> str:
+        """Fingerprint of the learning rows and labels: the data part of every fitted encoder's cache key."""
+        return artifacts.fingerprint(self.x_learn, self.y_learn)
 
     @property
     def metric(self) -> str:
@@ -165,11 +171,24 @@ def make_encoder(method: str, n_bits: int, *, small: bool = False, seed: int = 0
     raise ValueError(f"unknown hashing method {method!r}; choose one of {METHODS}")
 
 
+ENCODER_VERSION = 1  # bump when an encoder's fit changes what it learns
+
+
+def _encoder_key(encoder, data: HashData) -> dict:
+    return {"data": data.learn_key, **artifacts.settings(encoder)}
+
+
 def fit_encoder(encoder, data: HashData):
-    """Fit on the LEARNING rows only (labels for the deep head); queries are never passed here."""
-    if isinstance(encoder, hashing.DeepHash):
-        return encoder.fit(data.x_learn, data.y_learn)
-    return encoder.fit(data.x_learn)
+    """Fit on the LEARNING rows only (labels for the deep head); queries are never passed here.
+
+    Fitted once per encoder settings and learning rows (:mod:`retrievalkit.artifacts`): the fitted
+    state, computed or read back, is set on ``encoder``, which is returned.
+    """
+    deep = isinstance(encoder, hashing.DeepHash)
+    fitted = artifacts.cached("hash_encoder", _encoder_key(encoder, data), lambda: encoder.fit(
+        data.x_learn, *([data.y_learn] if deep else [])), version=ENCODER_VERSION)
+    vars(encoder).update({k: v for k, v in vars(fitted).items() if k.endswith("_")})
+    return encoder
 
 
 # --------------------------------------------------------------------------- experiment 1: code length
@@ -201,9 +220,8 @@ def code_length(data: HashData, bits=None, methods=METHODS, *, small: bool = Fal
     for method in methods:
         for n_bits in bits:
             encoder = make_encoder(method, n_bits, small=small, seed=seed, progress=progress)
-            start = time.perf_counter()
             fit_encoder(encoder, data)
-            fit_s = time.perf_counter() - start
+            fit_s = artifacts.seconds("hash_encoder", _encoder_key(encoder, data), version=ENCODER_VERSION)
             db_signs = encoder.transform(data.x_db)
             db_codes, q_codes = hashing.pack_codes(db_signs), encoder.encode(data.x_query)
             start = time.perf_counter()
