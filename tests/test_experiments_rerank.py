@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrievalkit import rerank
+from retrievalkit import artifacts, rerank
 from retrievalkit.experiments import rerank as E
 from retrievalkit.experiments.offtheshelf import Coil
 
@@ -39,9 +39,10 @@ def test_splits_follow_the_default_protocol(splits, coil):
 
 
 @pytest.fixture(scope="module")
-def spied_table(coil, splits):
+def spied_table(coil, splits, tmp_path_factory):
     """``E.table`` run once with spies on every fit/selection (what each of them received)."""
     seen = {"select": [], "whitening": [], "fit": []}
+    root = tmp_path_factory.mktemp("artifacts")  # an empty artifacts cache: the selection really runs
     select, choose, fit = E.select_params, E.choose_whitening, rerank.Diffusion.fit
 
     def spy_select(split, **kw):
@@ -60,6 +61,7 @@ def spied_table(coil, splits):
         mp.setattr(E, "select_params", spy_select)
         mp.setattr(E, "choose_whitening", spy_choose)
         mp.setattr(rerank.Diffusion, "fit", spy_fit)
+        mp.setattr(artifacts, "artifacts_root", lambda cache=None: root)
         df, grid, params = E.table(coil)  # recomputes the splits, so the whitening decision is spied on too
     return df, grid, params, seen
 

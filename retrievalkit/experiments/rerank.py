@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .. import evaluate, rerank
+from .. import artifacts, evaluate, rerank
 from ..index import exact_search, time_queries
 from ..rows import l2n
 from .efficiency import distractors
@@ -115,14 +115,27 @@ def _map(ids, split: Split) -> float:
 
 
 # --------------------------------------------------------------------------- selection (learning split only)
+SELECT_VERSION = 1  # of the cached selections: bump when the search changes what it picks
+
+
 def select_params(learn: Split, *, qe_ks=QE_KS, dba_ks=DBA_KS, graph_ks=GRAPH_KS, alphas=ALPHAS,
                   progress: bool | None = None) -> tuple[dict, pd.DataFrame]:
     """Grid search of every re-ranking hyper-parameter on the LEARNING split; returns (best, grid rows).
 
     Only ``learn`` is read; the experiment passes the learning split here and nothing else.
     Diffusion is scored with the CG solver (the iterative walk and the offline variant share its
-    fixed point); QE k and DBA k are chosen first, then αQE on the chosen DBA database.
+    fixed point); QE k and DBA k are chosen first, then αQE on the chosen DBA database. Searched once
+    per learning split and grid (:mod:`retrievalkit.artifacts`), then read back.
     """
+    grids = {"qe_ks": list(qe_ks), "dba_ks": list(dba_ks), "graph_ks": list(graph_ks), "alphas": list(alphas)}
+    key = {"data": artifacts.fingerprint(learn.x, learn.query_rows, *[a for g in learn.gnd for a in g]),
+           **grids, "qe_alpha": QE_ALPHA, "gamma": GAMMA, "query_k": QUERY_K}
+    found = artifacts.cached("rerank_params", key, lambda: _search(learn, progress=progress, **grids),
+                             version=SELECT_VERSION)
+    return found["chosen"], pd.DataFrame(found["grid"])
+
+
+def _search(learn: Split, *, qe_ks, dba_ks, graph_ks, alphas, progress) -> dict:
     q, rows, n = learn.queries, learn.query_rows, len(learn.x)
     grid = []
     for k in [k for k in qe_ks if k < n - 1]:
@@ -152,7 +165,7 @@ def select_params(learn: Split, *, qe_ks=QE_KS, dba_ks=DBA_KS, graph_ks=GRAPH_KS
                       "mAP": _map(rerank.alpha_qe(q, xdba, k, QE_ALPHA, exclude=rows)[1], learn)})
     combo = pd.DataFrame(combo)
     chosen["dba_qe_k"] = int(combo.loc[combo["mAP"].idxmax(), "qe_k"])
-    return chosen, pd.concat([df, combo], ignore_index=True)
+    return {"chosen": chosen, "grid": pd.concat([df, combo], ignore_index=True).to_dict("records")}
 
 
 # --------------------------------------------------------------------------- methods on one database
