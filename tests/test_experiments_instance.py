@@ -69,3 +69,15 @@ def test_whitening_and_reranking_learn_on_sop_learning_products_only(sets, monke
     assert [s.name for s in chosen] == [I.LEARN]
     assert set(frame["stage"]) == {"off-the-shelf", "+ PCA-w", "+ αQE", "+ diffusion"}
     assert {"qe_k", "graph_k", "alpha"} <= set(params)
+
+
+def test_sop_finetuning_learns_on_learning_products_and_scores_test_products(sets):
+    data = I.sop_finetune_data(sets)
+    train, val, test = (set(np.unique(part.labels)) for part in (data.train, data.val, data.test))
+    assert train and val and test
+    assert not (train & val) and not ((train | val) & test)  # whole products, never shared
+    frame = I.finetune_sop(sets, ("triplet",))
+    rows = frame[frame["protocol"] == "all"].set_index("method")
+    assert list(rows.index) == ["off-the-shelf", "triplet"]
+    assert 0 < rows.loc["triplet", "best_val_mAP"] <= 1 and 0 < rows.loc["triplet", "mAP"] <= 1
+    assert {r["method"] for r in frame.attrs["per_query"]} == {"off-the-shelf", "triplet"}
