@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from retrievalkit import artifacts, whitening
 from retrievalkit import embedding as emb
-from retrievalkit import whitening
 from retrievalkit.experiments import embedding as E
 from retrievalkit.experiments.offtheshelf import Coil
 from retrievalkit.train.heads import LearnedAttention
@@ -27,10 +27,12 @@ def _rowset(X) -> set[bytes]:
 
 
 @pytest.fixture(scope="module")
-def spied():
+def spied(tmp_path_factory):
     """Run the SMALL experiments once with every fit spied on; return (coil, frames, calls)."""
     calls = []
     mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("artifacts")  # an empty artifacts cache: every fit really runs
+    mp.setattr(artifacts, "artifacts_root", lambda cache=None: root)
 
     def spy(owner, name, what, pick):
         original = getattr(owner, name)

@@ -15,14 +15,13 @@ only recorded, to draw the curve).
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from .. import evaluate
+from .. import artifacts, evaluate
 from ..finetune import trainer as T
 from ..finetune import unsupervised as U
 from .offtheshelf import Coil
@@ -103,18 +102,52 @@ def _base_config(small: bool) -> T.FinetuneConfig:
     return SMALL_CONFIG if small else FULL_CONFIG
 
 
+RUN_VERSION = 1  # of the cached fine-tuning runs: bump when training changes what it learns
+
+
 def run_method(data: FinetuneData, method: str, cfg: T.FinetuneConfig | None = None, progress=None,
                mining: dict | None = None, kmeans_k: int | None = None):
-    """Train one row of :data:`METHODS`; returns ``(result, extra)`` (extra: mining statistics)."""
+    """Train one row of :data:`METHODS`; returns ``(result, extra)`` (extra: mining statistics).
+
+    Trained once per learning data, method and settings (:mod:`retrievalkit.artifacts`: the weights,
+    history, best epoch and extra are read back on later calls, by ``reproduce`` and the notebooks alike).
+    """
     m = method_named(method)
     cfg = replace(cfg or _base_config(data.small), loss=m.loss, loss_kwargs=dict(m.loss_kwargs))
+    if m.supervision == "unsupervised":
+        cfg = replace(cfg, select="last")
+    key = _run_key(data, method, cfg, mining, kmeans_k)
+
+    def train() -> dict:
+        result, extra = _train(data, method, cfg, progress, mining, kmeans_k)
+        return {"model": result.model.state_dict(), "loss": result.loss_module.state_dict(),
+                "num_classes": next((mod.num_classes for mod in result.loss_module.modules()
+                                     if hasattr(mod, "num_classes")), 0), "history": result.history,
+                "best_epoch": result.best_epoch, "seen_ids": sorted(result.seen_ids), "extra": extra}
+
+    run = artifacts.cached("finetune", key, train, version=RUN_VERSION)
+    model = T.TailNet(cfg.backbone, cfg.frozen, whiten=cfg.whiten)
+    model.load_state_dict(run["model"])
+    loss = T.L.build(cfg.loss, model.dim, run["num_classes"], **cfg.loss_kwargs)
+    loss.load_state_dict(run["loss"])
+    return T.FinetuneResult(model.eval(), loss.eval(), run["history"], run["best_epoch"], set(run["seen_ids"]),
+                            cfg), run["extra"]
+
+
+def _run_key(data: FinetuneData, method: str, cfg: T.FinetuneConfig, mining, kmeans_k) -> dict:
+    parts = (data.train.maps, data.train.labels, data.val.maps, data.val.labels)
+    return {"data": artifacts.fingerprint(*parts), "method": method, "config": asdict(cfg),
+            "mining": mining or {}, "kmeans_k": kmeans_k}
+
+
+def _train(data: FinetuneData, method: str, cfg: T.FinetuneConfig, progress, mining, kmeans_k):
+    m = method_named(method)
     guard = {"forbidden_ids": data.test.ids, "forbidden_labels": data.test.labels}
     extra: dict = {}
     if m.supervision == "supervised":
         return T.finetune(data.train, data.val, cfg, progress=progress, **guard), extra
     blind = T.TrainData(data.train.maps, None, data.train.ids)  # no label beyond this line
     x0 = T.describe(T.TailNet(cfg.backbone, cfg.frozen), blind.maps)
-    cfg = replace(cfg, select="last")
     if method == "manifold":
         opts = dict(mining or {})
         anchors = np.sort(np.random.default_rng(cfg.seed).choice(len(blind), size=min(opts.pop("anchors", 800),
@@ -171,9 +204,8 @@ def compare(coil: Coil, methods=None, progress=None, cfg: T.FinetuneConfig | Non
                      "survey_loss": "-", "stage": "before", **base, **r})
     for name in names:
         meta = method_named(name)
-        tic = time.perf_counter()
         result, extra = run_method(data, name, cfg, progress)
-        seconds = time.perf_counter() - tic
+        seconds = artifacts.seconds("finetune", _run_key(data, name, result.config, None, None), version=RUN_VERSION)
         results[name] = result
         epochs = [h for h in result.history if h["epoch"] > 0]
         info = {"method": name, "supervision": meta.supervision, "loss": meta.loss, "equation": meta.equation,

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .. import backbones as bb
-from .. import config, evaluate, features, whitening
+from .. import artifacts, config, evaluate, features, whitening
 from ..datasets import coil100
 from ..index import exact_search
 
@@ -165,6 +165,9 @@ def depth(aggregation_df: pd.DataFrame, poolings=("mac", "gem")) -> pd.DataFrame
     return out
 
 
+PROJECTION_VERSION = 1  # of the cached FC projections: bump when their training changes what they learn
+
+
 def dimension(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "gem",
               dims=DIMENSIONS, epochs: int = 20, val_fraction: float = 0.2) -> pd.DataFrame:
     """mAP vs descriptor dimension (Figure 2.13b analogue).
@@ -180,12 +183,6 @@ def dimension(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "
     layer = bb.get_spec(backbone).default_layer
     ft = coil.extract("test", backbone, layers_for(backbone))
     fl = coil.extract("learn", backbone, layers_for(backbone))
-    key = features.cache_key({"experiment": "dimension", "version": 2, "test": ft.key, "learn": fl.key,
-                              "layer": layer, "pooling": pooling, "dims": list(dims), "epochs": epochs,
-                              "val_fraction": val_fraction})
-    cached, cached_pq = _cached_result("dimension", key), _cached_result("dimension_per_query", key)
-    if cached is not None and cached_pq is not None:
-        return _with_per_query(cached, cached_pq.to_dict("records"))
     xt, xl = ft.get(layer, pooling), fl.get(layer, pooling)
     native = xt.shape[1]
     labels = learn.db_labels
@@ -200,39 +197,18 @@ def dimension(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "
         if dim < min(native, len(xl)):
             rows += _rows({**base, "recipe": "pca_w", "dim": dim},
                           score(pca_whiten(xl, xt, dim), test, per_query=pq, key={"recipe": "pca_w", "dim": dim}))
-        start = time.perf_counter()
+        model = LearnedProjection(dim, epochs=epochs, progress=coil.progress)
+        key = {"data": fl.key, "labels": artifacts.fingerprint(labels), "layer": layer, "pooling": pooling,
+               "val_fraction": val_fraction, **artifacts.settings(model)}
         with config.deterministic():
-            proj = LearnedProjection(dim, epochs=epochs, progress=coil.progress).fit(
-                xl[~is_val], labels[~is_val], xl[is_val], labels[is_val])
+            proj = artifacts.cached("fc_projection", key, lambda: model.fit(
+                xl[~is_val], labels[~is_val], xl[is_val], labels[is_val]), version=PROJECTION_VERSION)
         extra = {"recipe": "fc_learned", "dim": dim, "best_epoch": proj.best_epoch_,
-                 "val_mAP": max(r["val_mAP"] for r in proj.history_), "train_s": time.perf_counter() - start}
+                 "val_mAP": max(r["val_mAP"] for r in proj.history_),
+                 "train_s": artifacts.seconds("fc_projection", key, version=PROJECTION_VERSION)}
         rows += _rows({**base, **extra},
                       score(proj.transform(xt), test, per_query=pq, key={"recipe": "fc_learned", "dim": dim}))
-    _store_result("dimension_per_query", key, pd.DataFrame(pq))
-    return _with_per_query(_store_result("dimension", key, pd.DataFrame(rows)), pq)
-
-
-def _result_path(name: str, key: str):
-    from .. import config
-
-    return config.cache_dir() / "results" / f"{name}-{key}.csv"
-
-
-def _cached_result(name: str, key: str) -> pd.DataFrame | None:
-    """A training experiment's table from an earlier run with identical inputs (features keys + settings)."""
-    path = _result_path(name, key)
-    return pd.read_csv(path) if path.is_file() else None
-
-
-def _store_result(name: str, key: str, df: pd.DataFrame) -> pd.DataFrame:
-    import os
-
-    path = _result_path(name, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return df
+    return _with_per_query(pd.DataFrame(rows), pq)
 
 
 def layers(coil: Coil, backbone: str = "efficientnet_lite0", pooling: str = "gem") -> pd.DataFrame:

@@ -32,6 +32,7 @@ PROXY_EPS = 1e-12
 class _FCHead(nn.Module):
     def __init__(self, d_in: int, dim: int):
         super().__init__()
+        self.d_in, self.dim = d_in, dim  # kept so a fitted projection can be rebuilt from the artifacts cache
         self.fc = nn.Linear(d_in, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
