@@ -28,13 +28,13 @@ reproduce-small: setup
 	RETRIEVALKIT_SMALL=1 $(BIN)/retrievalkit reproduce --figures results/small/figures --results results/small
 
 test: setup
-	TQDM_DISABLE=1 RETRIEVALKIT_SMALL=1 $(BIN)/python -m pytest -q --nbmake tests notebooks
+	TQDM_DISABLE=1 RETRIEVALKIT_SMALL=1 $(BIN)/python -m pytest -q --nbmake --nbmake-timeout=900 tests notebooks
 
 test-unit: setup
 	TQDM_DISABLE=1 $(BIN)/python -m pytest -q tests
 
 test-notebooks: setup
-	TQDM_DISABLE=1 RETRIEVALKIT_SMALL=1 $(BIN)/python -m pytest -q --nbmake notebooks
+	TQDM_DISABLE=1 RETRIEVALKIT_SMALL=1 $(BIN)/python -m pytest -q --nbmake --nbmake-timeout=900 notebooks
 
 # Regenerate every notebooks/*.ipynb (outputs stripped) from its reviewed .py source.
 notebooks: setup

@@ -72,12 +72,14 @@ def depth_panels(offtheshelf, within, pooling: str = "gem"):
     ax.set_xlabel("depth (weight layers)")
     ax.set_ylabel(f"mAP ({pooling.upper()})")
     ax.set_title("(a) across networks", fontsize=9)
-    ax.legend(fontsize=6)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, ncols=len(labels), loc="lower center", frameon=False)
     for ax, net in zip(axes[0, 1:], nets):
         part = headline(within[within["network"] == net])
         for name, curve in part.groupby("dataset", sort=False):
             ax.plot(curve["block_depth"], curve["mAP"], marker=".", label=LABEL[name])
         ax.set_xlabel(f"block of {net}")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_title(f"(b) within {net}", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
