@@ -163,3 +163,21 @@ def server():
     yield state
     httpd.shutdown()
     httpd.server_close()
+
+
+# --------------------------------------------------------------------------- hashing test data
+def hadamard(n):
+    """The n×n ±1 Sylvester-Hadamard matrix (n a power of two): mutually orthogonal, balanced columns."""
+    h = np.ones((1, 1), dtype=np.int8)
+    while len(h) < n:
+        h = np.block([[h, h], [h, -h]])
+    return h
+
+
+def skewed_classes(seed, d=32, sizes=(200,) + (25,) * 8, spread=0.6):
+    """ReLU-like (non-negative, L2-normalised) descriptors of 9 classes, one of them as big as the rest."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).normal(size=(len(sizes), d))
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    X = np.abs(centres[labels] + spread * rng.normal(size=(len(labels), d)))
+    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32), labels

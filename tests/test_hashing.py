@@ -6,6 +6,7 @@ import pytest
 
 from retrievalkit import hashing as H
 from retrievalkit.hashing import search as S
+from conftest import hadamard, skewed_classes
 
 
 def anisotropic(n, d=24, seed=0):
@@ -13,22 +14,6 @@ def anisotropic(n, d=24, seed=0):
     rng = np.random.default_rng(seed)
     mix = np.linalg.qr(np.random.default_rng(7).normal(size=(d, d)))[0]
     return (rng.normal(size=(n, d)) * np.linspace(4, 0.3, d) @ mix + 2.0).astype(np.float32)
-
-
-def hadamard(n):
-    h = np.ones((1, 1), dtype=np.int8)
-    while len(h) < n:
-        h = np.block([[h, h], [h, -h]])
-    return h
-
-
-def skewed_classes(seed, d=32, sizes=(200,) + (25,) * 8, spread=0.6):
-    """ReLU-like (non-negative, L2-normalised) descriptors of 9 classes, one of them as big as the rest."""
-    rng = np.random.default_rng(seed)
-    centres = np.random.default_rng(99).normal(size=(len(sizes), d))
-    labels = np.repeat(np.arange(len(sizes)), sizes)
-    X = np.abs(centres[labels] + spread * rng.normal(size=(len(labels), d)))
-    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32), labels
 
 
 # --------------------------------------------------------------------------- ITQ, PCA-sign, LSH

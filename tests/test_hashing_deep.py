@@ -11,22 +11,7 @@ from retrievalkit.evaluate import leave_one_out_map
 from retrievalkit.finetune.losses import all_pairs
 from retrievalkit.hashing import deep as Dp
 from retrievalkit.rows import NotFittedError
-
-
-def hadamard(n):
-    h = np.ones((1, 1), dtype=np.int8)
-    while len(h) < n:
-        h = np.block([[h, h], [h, -h]])
-    return h
-
-
-def skewed_classes(seed, d=32, sizes=(200,) + (25,) * 8, spread=0.6):
-    """ReLU-like (non-negative, L2-normalised) descriptors of 9 classes, one of them as big as the rest."""
-    rng = np.random.default_rng(seed)
-    centres = np.random.default_rng(99).normal(size=(len(sizes), d))
-    labels = np.repeat(np.arange(len(sizes)), sizes)
-    X = np.abs(centres[labels] + spread * rng.normal(size=(len(labels), d)))
-    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32), labels
+from conftest import hadamard, skewed_classes
 
 
 # --------------------------------------------------------------------------- deep hashing: losses
