@@ -81,3 +81,18 @@ def test_sop_finetuning_learns_on_learning_products_and_scores_test_products(set
     assert list(rows.index) == ["off-the-shelf", "triplet"]
     assert 0 < rows.loc["triplet", "best_val_mAP"] <= 1 and 0 < rows.loc["triplet", "mAP"] <= 1
     assert {r["method"] for r in frame.attrs["per_query"]} == {"off-the-shelf", "triplet"}
+
+
+def test_rootsift_vlad_learns_its_codebook_on_sop_learning_photos_only(sets, monkeypatch):
+    from retrievalkit import embedding as emb
+
+    fitted = []
+    real_fit = emb.KMeansCodebook.fit
+    monkeypatch.setattr(emb.KMeansCodebook, "fit", lambda self, X, **kw: (fitted.append(X), real_fit(self, X, **kw))[1])
+    monkeypatch.setattr(I, "DATASETS", ("rparis6k_mini",))  # cropped queries: their own SIFT
+    frame = I.rootsift_vlad(sets)
+    learn = sets.dataset(I.LEARN)
+    assert len(fitted) == 1 and fitted[0].n_images == learn.n_db
+    rows = frame[frame["dataset"] == "rparis6k_mini"]
+    assert set(rows["protocol"]) == {"easy", "medium", "hard"} and rows["mAP"].between(0, 1).all()
+    assert {r["query"] for r in frame.attrs["per_query"]} == set(range(sets.dataset("rparis6k_mini").n_queries))

@@ -115,27 +115,34 @@ def _conv_local(coil: Coil, split: str, chunk: int = 256) -> emb.LocalDescriptor
 SIFT_CACHE_VERSION = 2  # bump when the descriptor code changes what it returns
 
 
-def _sift_cache_path(paths, mode: str) -> Path:
-    """Cache file of RootSIFT for ``paths``: keyed by the files, the mode, OpenCV's version and ours
-    (another OpenCV build may find other keypoints; a stale file would silently move every SIFT row)."""
+def _sift_cache_path(paths, mode: str, bboxes=None) -> Path:
+    """Cache file of RootSIFT for ``paths`` (cropped to ``bboxes`` when given): keyed by the files, the crops,
+    the mode, OpenCV's version and ours (another OpenCV build may find other keypoints; a stale file would
+    silently move every SIFT row)."""
     import cv2
 
-    key = "\n".join([f"v{SIFT_CACHE_VERSION}", f"opencv {cv2.__version__}", mode, *map(str, paths)])
+    crops = [] if bboxes is None or all(b is None for b in bboxes) else [f"crop {b}" for b in bboxes]
+    key = "\n".join([f"v{SIFT_CACHE_VERSION}", f"opencv {cv2.__version__}", mode, *map(str, paths), *crops])
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return config.cache_dir() / "sift" / f"rootsift-{mode}-{len(paths)}-{digest}.npz"
 
 
-def _sift_local(coil: Coil, split: str, mode: str = SIFT_MODE) -> emb.LocalDescriptors:
-    paths = [str(p) for p in coil.split(split).db_paths]
-    path = _sift_cache_path(paths, mode)
+def sift_local(paths, mode: str = SIFT_MODE, bboxes=None, progress=None) -> emb.LocalDescriptors:
+    """RootSIFT of every image of ``paths`` (optionally cropped), read from or written to the SIFT cache."""
+    paths = [str(p) for p in paths]
+    path = _sift_cache_path(paths, mode, bboxes)
     if path.is_file():
         with np.load(path) as data:
             return emb.LocalDescriptors(data["descriptors"], data["image_index"], int(data["n_images"]))
-    local, skipped = emb.extract_sift(paths, mode=mode, root=True, workers=2, progress=coil.progress)
+    local, skipped = emb.extract_sift(paths, mode=mode, root=True, bbox=bboxes, workers=2, progress=progress)
     with config.atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, descriptors=local.descriptors, image_index=local.image_index, n_images=local.n_images,
                  meta=np.array(json.dumps({"mode": mode, "root": True, "skipped": len(skipped)})))
     return local
+
+
+def _sift_local(coil: Coil, split: str, mode: str = SIFT_MODE) -> emb.LocalDescriptors:
+    return sift_local(coil.split(split).db_paths, mode, progress=coil.progress)
 
 
 def local_descriptors(coil: Coil, split: str, source: str) -> emb.LocalDescriptors:

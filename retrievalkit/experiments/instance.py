@@ -288,3 +288,25 @@ def finetune_sop(sets: Sets, methods=FINETUNE_METHODS) -> pd.DataFrame:
     for r in pq:
         r["dataset"] = "sop_kettles_fans"
     return _frame(rows, pq)
+
+
+VLAD_K, SMALL_VLAD_K = 64, 16  # visual words of the RootSIFT-VLAD baseline (Jégou et al. 2010 use 16–256)
+
+
+def rootsift_vlad(sets: Sets) -> pd.DataFrame:
+    """The handcrafted baseline of §2.3.2.2: RootSIFT aggregated by VLAD, its codebook learned on SOP's learning products."""
+    from .. import embedding as emb
+    from .embedding import sift_local
+
+    k = SMALL_VLAD_K if sets.small else VLAD_K
+    learn = sift_local(sets.dataset(LEARN).db_paths, progress=sets.progress)
+    vlad = emb.VLAD(emb.KMeansCodebook(k=k, seed=0).fit(learn, split="learn"))
+    out, pq = [], []
+    for name in DATASETS:
+        ds = sets.dataset(name)
+        db = vlad.encode(sift_local(ds.db_paths, progress=sets.progress))
+        index = _query_db_rows(ds)
+        q = db[index] if index is not None else vlad.encode(
+            sift_local(ds.query_paths, bboxes=ds.query_bboxes, progress=sets.progress))
+        out += _scores(exact_search(q, db)[1], ds, {"method": f"RootSIFT-VLAD (K={k})", "stage": "RootSIFT-VLAD"}, pq)
+    return _frame(out, pq)

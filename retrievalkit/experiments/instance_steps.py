@@ -19,7 +19,10 @@ def _instance(run):
     pipeline, params = instance.pipeline(sets, best)
     settings = pd.DataFrame({"setting": list(params), "value": [str(v) for v in params.values()]})
     settings.loc[len(settings)] = ["input_side", str(sets.side)]
-    return {"instance_baseline": instance.colour_histogram(sets), "instance_offtheshelf": deep,
+    hist, vlad = instance.colour_histogram(sets), instance.rootsift_vlad(sets)
+    baseline = pd.concat([hist, vlad], ignore_index=True)
+    baseline.attrs["per_query"] = hist.attrs["per_query"] + vlad.attrs["per_query"]
+    return {"instance_baseline": baseline, "instance_offtheshelf": deep,
             "instance_pipeline": pipeline, "instance_depth": instance.depth_within(sets),
             "instance_finetune": instance.finetune_sop(sets), "instance_settings": settings}
 
@@ -27,7 +30,7 @@ def _instance(run):
 def _summary(baseline: pd.DataFrame, deep: pd.DataFrame, pipeline: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
     """One row per method and dataset: mAP on the headline protocol (and P@1, SMVS's usual figure)."""
     best = deep.loc[deep["learn_mAP"].idxmax()]
-    rows = [fi.headline(baseline).assign(row="colour histogram"),
+    rows = [fi.headline(baseline).assign(row=lambda d: d["method"]),
             fi.headline(pipeline).assign(row=lambda d: d["stage"].where(d["stage"] != "off-the-shelf",
                                                                         f"{best['network']} {best['pooling']}"))]
     data = pd.concat(rows, ignore_index=True)

@@ -380,6 +380,7 @@ INSTANCE_CLAIMS = {
     "query expansion improves on the plain ranking": "query expansion improves",
     "diffusion beats query expansion": "diffusion gives the most accurate",
     "CNN features beat a colour histogram": None,
+    "CNN features beat RootSIFT-VLAD (deep vs handcrafted)": None,
 }
 
 
@@ -424,7 +425,10 @@ def _instance_verdicts(r: dict, dataset: str) -> dict[str, str]:
     out["query expansion improves on the plain ranking"] = _direction(_paired(pq, stage("+ αQE"), stage(before)))
     out["diffusion beats query expansion"] = _direction(_paired(pq, stage("+ diffusion"), stage("+ αQE")))
     out["CNN features beat a colour histogram"] = _direction(
-        _paired(pq, stage("off-the-shelf"), {"source": "baseline"}))
+        _paired(pq, stage("off-the-shelf"), {"source": "baseline", "stage": "colour histogram"}))
+    if (pq["stage"] == "RootSIFT-VLAD").any():
+        out["CNN features beat RootSIFT-VLAD (deep vs handcrafted)"] = _direction(
+            _paired(pq, stage("off-the-shelf"), {"source": "baseline", "stage": "RootSIFT-VLAD"}))
     return out
 
 
@@ -448,5 +452,5 @@ def instance_claims(results_dir="results", coil: pd.DataFrame | None = None) -> 
     data = {n: pd.read_csv(p) for n, p in paths.items()}
     for name in INSTANCE_SETS:
         verdicts = _instance_verdicts(data, name)
-        table[name] = table["claim"].map(verdicts)
+        table[name] = table["claim"].map(verdicts).fillna("not run")
     return table
