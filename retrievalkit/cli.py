@@ -146,12 +146,8 @@ class _Describer:
 
 def _query_rows(describer, dataset, db):
     """Query rows: database rows when every query is an uncropped database image, else their own extraction."""
-    import numpy as np
-
-    index = dataset.query_db_index
-    if index is not None and np.all(np.asarray(index) >= 0) and all(b is None for b in dataset.query_bboxes):
-        return db[np.asarray(index)]
-    return _rows(describer(dataset, images="queries"))
+    index = dataset.query_rows_in_db
+    return db[index] if index is not None else _rows(describer(dataset, images="queries"))
 
 
 def _whitening(args, describer, dataset, db):

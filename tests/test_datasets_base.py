@@ -45,3 +45,12 @@ def test_resolve_root_fetches_when_no_folder_is_given(monkeypatch, tmp_path):
     monkeypatch.setattr(download, "ensure", lambda name, home, **kw: calls.append((name, home, kw)) or str(tmp_path))
     assert base.resolve_root("rparis6k", None, "home", download=False, parts=("gnd",)) == tmp_path
     assert calls == [("rparis6k", "home", {"download": False, "progress": None, "parts": ("gnd",)})]
+
+
+def test_query_rows_in_db_only_when_every_query_is_an_uncropped_database_image():
+    ds = RetrievalDataset.grouped("toy", "/x", ["a", "b", "c"], np.array([1, 2, 1]), [0, 2])
+    np.testing.assert_array_equal(ds.query_rows_in_db, [0, 2])
+    from dataclasses import replace
+
+    ds.gnd[1] = replace(ds.gnd[1], bbox=(0, 0, 4, 4))  # one cropped query: every query gets its own description
+    assert ds.query_rows_in_db is None

@@ -163,6 +163,15 @@ class RetrievalDataset:
         return [g.bbox for g in self.gnd]
 
     @property
+    def query_rows_in_db(self) -> np.ndarray | None:
+        """Each query's database row when every query is an uncropped database image (its descriptor can be
+        reused), else None (queries are separate photos or crops and need their own extraction)."""
+        index = None if self.query_db_index is None else np.asarray(self.query_db_index)
+        if index is not None and (index >= 0).all() and all(b is None for b in self.query_bboxes):
+            return index
+        return None
+
+    @property
     def default_protocol(self) -> str:
         """``all`` where the dataset has it, else revisitop's ``medium``."""
         return "all" if "all" in self.protocols else ("medium" if "medium" in self.protocols else self.protocols[0])

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .. import backbones as bb
 from .. import baselines, datasets, evaluate, features, rerank
+from ..figures_instance import HEADLINE  # each set's headline protocol: the one per-query APs are kept for
 from ..index import exact_search
 from .offtheshelf import LITE, pca_whiten
 from .rerank import GAMMA, QE_ALPHA, QUERY_K, Split, choose_whitening, select_params
@@ -105,21 +106,12 @@ class Sets:
         depth = layer not in (None, last)
         layer = layer or last
         db = self.features(name, net, depth=depth).get(layer, pooling)
-        index = _query_db_rows(ds)
+        index = ds.query_rows_in_db
         if index is not None:
             return db, db[index], index
         return db, self.features(name, net, images="queries", depth=depth).get(layer, pooling), None
 
 
-def _query_db_rows(ds) -> np.ndarray | None:
-    """The database row of every query when all queries are uncropped database images, else None."""
-    index = None if ds.query_db_index is None else np.asarray(ds.query_db_index)
-    if index is not None and (index >= 0).all() and all(b is None for b in ds.query_bboxes):
-        return index
-    return None
-
-
-HEADLINE = {"smvs_dvd": "all", "rparis6k_mini": "medium", "sop_kettles_fans": "all"}  # protocol of per-query APs
 
 
 def _scores(ids: np.ndarray, ds, key: dict, per_query: list | None = None) -> list[dict]:
@@ -147,7 +139,7 @@ def colour_histogram(sets: Sets) -> pd.DataFrame:
     for name in DATASETS:
         ds = sets.dataset(name)
         db, _ = baselines.describe_images(ds.db_paths, exif_transpose=ds.exif_transpose, progress=sets.progress)
-        index = _query_db_rows(ds)
+        index = ds.query_rows_in_db
         if index is not None:
             q = db[index]
         else:
@@ -305,7 +297,7 @@ def rootsift_vlad(sets: Sets) -> pd.DataFrame:
     for name in DATASETS:
         ds = sets.dataset(name)
         db = vlad.encode(sift_local(ds.db_paths, progress=sets.progress))
-        index = _query_db_rows(ds)
+        index = ds.query_rows_in_db
         q = db[index] if index is not None else vlad.encode(
             sift_local(ds.query_paths, bboxes=ds.query_bboxes, progress=sets.progress))
         out += _scores(exact_search(q, db)[1], ds, {"method": f"RootSIFT-VLAD (K={k})", "stage": "RootSIFT-VLAD"}, pq)
