@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "artifacts", "backbones", "cache_share", "cli", "config", "datasets", "distributed", "embedding", "evaluate",
-    "experiments", "features", "figures", "finetune", "hashing", "rerank", "rows", "train",
+    "experiments", "features", "figures", "finetune", "grading", "hashing", "rerank", "rows", "train",
     "index", "nn", "survey", "whitening", "widgets", "baselines",
 }
 _MOVED = {"projection": "train.heads"}  # old name → new module, for code written before the move
