@@ -268,8 +268,8 @@ def _cmd_reproduce(args) -> int:
         unknown = [s for s in steps if s not in STEPS]
         if unknown:
             raise ValueError(f"unknown step(s) {unknown}; known steps: {', '.join(STEPS)}")
-        small = True if args.small else config.is_small()
-        print(plan.describe(plan.make_plan(steps, {n: STEPS[n].outputs for n in steps}, args.results, small)))
+        mode = config.mode(True if args.small else None, True if args.full else None)
+        print(plan.describe(plan.make_plan(steps, {n: STEPS[n].outputs for n in steps}, args.results, mode)))
         return 0
     if args.from_cache:
         if args.steps:
@@ -283,6 +283,7 @@ def _cmd_reproduce(args) -> int:
             figures_dir=args.figures,
             results_dir=args.results,
             small=True if args.small else None,
+            full=True if args.full else None,
             progress=_progress(args),
             data_home=args.data_home,
         )
@@ -343,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reproduce", parents=[quiet], help="run the survey's experiments; write figures/ and results/")
     rp.add_argument("--steps", nargs="*", help="only these steps (default: all)")
     rp.add_argument("--small", action="store_true", help="SMALL mode (subsets; same as RETRIEVALKIT_SMALL=1)")
+    rp.add_argument("--full", action="store_true",
+                    help="paper-size settings (every COIL view, the whole grids; hours on 2 cores; RETRIEVALKIT_FULL=1)")
     rp.add_argument("--plan", action="store_true", help="print the steps, what is on disk and an estimate per step; run nothing")
     rp.add_argument("--from-cache", action="store_true",
                     help="compute nothing: redraw the figures from results/*.csv and rewrite figures/REPORT.md")

@@ -13,6 +13,8 @@ from pathlib import Path
 ENV_DATA = "RETRIEVALKIT_DATA"
 ENV_MIRROR = "RETRIEVALKIT_MIRROR"
 ENV_SMALL = "RETRIEVALKIT_SMALL"
+ENV_FULL = "RETRIEVALKIT_FULL"
+MODES = ("SMALL", "default", "full")
 ENV_CACHE = "RETRIEVALKIT_CACHE"
 
 
@@ -71,6 +73,19 @@ def truthy(value: str | None) -> bool:
 def is_small() -> bool:
     """SMALL mode (``RETRIEVALKIT_SMALL=1``): notebooks and experiments use subsets so they finish in seconds."""
     return truthy(os.environ.get(ENV_SMALL))
+
+
+def is_full() -> bool:
+    """Paper-size settings (``RETRIEVALKIT_FULL=1`` or ``reproduce --full``): every view, every grid point, for
+    those with time or a GPU. Neither flag: the default run, sized for a 2-core laptop within 30 minutes."""
+    return truthy(os.environ.get(ENV_FULL)) and not is_small()
+
+
+def mode(small: bool | None = None, full: bool | None = None) -> str:
+    """``"SMALL"``, ``"default"`` or ``"full"``: explicit flags win over the environment; SMALL wins over full."""
+    small = is_small() if small is None else small
+    full = is_full() if full is None else full
+    return "SMALL" if small else "full" if full else "default"
 
 
 def __getattr__(name: str):

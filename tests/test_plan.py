@@ -18,7 +18,7 @@ def test_estimates_scale_the_recorded_time_by_the_machines_speed_now(tmp_path):
     _record(tmp_path / "report", "a", 100.0, probe_s=0.1)
     _record(tmp_path / "report", "b", 50.0, mode="SMALL")
     pd.DataFrame({"x": [1]}).to_csv(tmp_path / "a.csv", index=False)
-    table = plan.make_plan(["a", "b", "c"], {"a": ("a",), "b": ("b",), "c": ("c",)}, tmp_path, small=False,
+    table = plan.make_plan(["a", "b", "c"], {"a": ("a",), "b": ("b",), "c": ("c",)}, tmp_path, mode="full",
                            probe=0.2)
     assert table["step"].tolist() == ["a", "b", "c"]
     assert table.loc[0, "estimate_s"] == 200  # this machine is half as fast as the recording one
@@ -45,3 +45,28 @@ def test_plan_flag_prints_without_running(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("retrievalkit.experiments.steps.Step.__call__", lambda *a: (_ for _ in ()).throw(AssertionError))
     assert main(["reproduce", "--plan", "--steps", "layers", "--results", str(tmp_path)]) == 0
     assert "layers" in capsys.readouterr().out
+
+
+def test_a_default_run_does_not_take_its_estimate_from_a_full_one(tmp_path):
+    _record(tmp_path / "report", "a", 3000.0, mode="full")
+    _record(tmp_path / "report", "b", 60.0, mode="default", probe_s=0.1)
+    table = plan.make_plan(["a", "b"], {"a": ("a",), "b": ("b",)}, tmp_path, mode="default", probe=0.1)
+    assert math.isnan(table.loc[0, "estimate_s"]) and table.loc[1, "estimate_s"] == 60
+
+
+def test_the_run_records_its_mode(tmp_path, monkeypatch):
+    monkeypatch.setattr("retrievalkit.experiments.steps.Step.__call__", lambda self, run: f"{run.mode} {run.coil.full}")
+    for kwargs, mode in (({"small": True, "full": True}, "SMALL"), ({"small": False, "full": True}, "full"),
+                         ({"small": False, "full": False}, "default")):
+        reproduce.reproduce(["depth"], figures_dir=tmp_path / "f", results_dir=tmp_path / mode, progress=False, **kwargs)
+        assert json.loads((tmp_path / mode / "report" / "depth.json").read_text())["mode"] == mode
+        assert (tmp_path / mode / "report" / "depth.md").read_text() == f"{mode} {kwargs['full'] and mode != 'SMALL'}"
+
+
+def test_full_flag_reaches_the_run(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr("retrievalkit.experiments.steps.Step.__call__", lambda self, run: seen.setdefault("mode", run.mode) and "")
+    monkeypatch.delenv("RETRIEVALKIT_SMALL", raising=False)
+    assert main(["-q", "reproduce", "--full", "--steps", "depth", "--results", str(tmp_path / "r"),
+                 "--figures", str(tmp_path / "f")]) == 0
+    assert seen["mode"] == "full"

@@ -69,15 +69,21 @@ def load(
     split: str = "test",
     objects=None,
     query_poses=QUERY_POSES,
+    pose_step: int = 5,
     download: bool = True,
     progress=None,
 ) -> RetrievalDataset:
     """Load COIL-100 with the default protocol.
 
     ``split`` picks the objects ('test' = 51–100, 'learn' = 1–50, 'all'); ``objects`` overrides it
-    with an explicit list (SMALL mode uses fewer objects). The learning split gets the same query
-    structure so a validation score can be computed on it without touching the test objects.
+    with an explicit list (SMALL mode uses fewer objects). ``pose_step`` keeps every view that many
+    degrees apart (a multiple of 5 dividing 90, so the query poses stay; 10 halves the images, as the
+    default reproduction does). The learning split gets the same query structure so a validation
+    score can be computed on it without touching the test objects.
     """
+    if pose_step <= 0 or pose_step % 5 or 90 % pose_step:
+        raise ValueError(f"pose_step must be a multiple of 5 that divides 90 (5, 10, 15, 30, 45, 90), got {pose_step}")
+    poses_kept = tuple(p for p in POSES if p % pose_step == 0)
     custom = objects is not None
     objects = tuple(objects) if custom else _split_objects(split)
     root = resolve_root("coil100", root, data_home, download=download, progress=progress)
@@ -86,7 +92,7 @@ def load(
     db_paths, labels, poses = [], [], []
     missing = []
     for obj in objects:
-        for pose in POSES:
+        for pose in poses_kept:
             path = folder / image_name(obj, pose)
             if not path.is_file():
                 missing.append(path)
@@ -97,7 +103,7 @@ def load(
     if missing:
         raise DatasetNotFoundError(
             "coil100", missing[0],
-            hint=f"{len(missing)} of {len(objects) * len(POSES)} images are missing (first: {missing[0].name}); "
+            hint=f"{len(missing)} of {len(objects) * len(poses_kept)} images are missing (first: {missing[0].name}); "
             "delete the folder and run `retrievalkit datasets fetch coil100` again",
         )
     labels = np.asarray(labels, dtype=np.int64)
@@ -110,7 +116,8 @@ def load(
         protocols=("all", "easy", "hard"),
         split="custom" if custom else split,
         description=(
-            f"COIL-100 {split} split: {len(objects)} objects × 72 poses; queries at poses "
+            f"COIL-100 {split} split: {len(objects)} objects × {len(poses_kept)} poses"
+            f"{'' if pose_step == 5 else f' ({pose_step}° apart)'}; queries at poses "
             f"{', '.join(map(str, query_poses))}°, excluded from their own ranking"
         ),
         meta={"poses": poses},

@@ -33,10 +33,10 @@ def _coil_data(run) -> hashing.HashData:
 
 
 def _hashing(run):
-    datasets = [_coil_data(run), hashing.fashion_data(run.small, run.data_home, progress=run.progress)]
+    datasets = [_coil_data(run), hashing.fashion_data(run.small, run.data_home, progress=run.progress, full=run.full)]
     scores, curves = [], []
     for data in datasets:
-        s, c = hashing.code_length(data, small=run.small, progress=run.progress)
+        s, c = hashing.code_length(data, small=run.small, progress=run.progress, full=run.full)
         scores.append(s)
         curves.append(c)
     return {"hashing": pd.concat(scores, ignore_index=True), "hashing_pr": pd.concat(curves, ignore_index=True)}

@@ -13,7 +13,7 @@ from .steps import Figure, Step
 
 
 def _instance(run):
-    sets = instance.Sets(small=run.small, data_home=run.data_home, progress=run.progress)
+    sets = instance.Sets(small=run.small, full=run.full, data_home=run.data_home, progress=run.progress)
     deep = instance.offtheshelf(sets)
     best = deep.loc[deep["learn_mAP"].idxmax()]
     pipeline, params = instance.pipeline(sets, best)

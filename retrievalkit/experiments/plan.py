@@ -39,12 +39,12 @@ def _recorded(folder: Path, step: str) -> dict | None:
         return None
 
 
-def make_plan(steps, outputs: dict[str, tuple[str, ...]], results_dir="results", small: bool = False,
+def make_plan(steps, outputs: dict[str, tuple[str, ...]], results_dir="results", mode: str = "default",
               probe: float | None = None) -> pd.DataFrame:
     """One row per step, in run order: its last run (mode, date, seconds), whether its CSVs are on disk,
-    and the estimated seconds on this machine now (NaN when the step was never recorded in this mode)."""
+    and the estimated seconds on this machine now (NaN when the step was never recorded in ``mode``:
+    ``"SMALL"``, ``"default"`` or ``"full"``)."""
     results = Path(results_dir)
-    mode = "SMALL" if small else "full"
     probe = probe_seconds() if probe is None else probe
     rows = []
     for step in steps:

@@ -25,9 +25,18 @@ class Run:
     small: bool
     progress: bool
     data_home: Path | None = None
+    full: bool = False  # paper-size settings (``reproduce --full``); neither flag: the default, laptop-sized run
     written: list[Path] = field(default_factory=list)
     shared: dict = field(default_factory=dict)
     _coil: Any = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self.full = self.full and not self.small  # SMALL wins, as in config.mode
+
+    @property
+    def mode(self) -> str:
+        """``"SMALL"``, ``"default"`` or ``"full"``, as recorded beside each step's results."""
+        return "SMALL" if self.small else "full" if self.full else "default"
 
     @property
     def coil(self):
@@ -35,7 +44,7 @@ class Run:
         if self._coil is None:
             from .offtheshelf import Coil
 
-            self._coil = Coil(small=self.small, data_home=self.data_home, progress=self.progress)
+            self._coil = Coil(small=self.small, full=self.full, data_home=self.data_home, progress=self.progress)
         return self._coil
 
     def save_csv(self, df: pd.DataFrame, name: str) -> Path:
