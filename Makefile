@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.retrievalkit-installed
 SHARED_MIRROR := $(abspath ../shared/mirror)
 export RETRIEVALKIT_MIRROR ?= $(if $(wildcard $(SHARED_MIRROR)/coil-100.zip),$(SHARED_MIRROR),)
 
-.PHONY: setup reproduce reproduce-small test test-unit test-notebooks notebooks lab clean
+.PHONY: setup reproduce reproduce-small test test-unit test-notebooks notebooks student instructor lab clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,14 @@ test-notebooks: setup
 # Regenerate every notebooks/*.ipynb (outputs stripped) from its reviewed .py source.
 notebooks: setup
 	$(BIN)/jupytext --to ipynb --update notebooks/[0-9]*.py
+
+# The course editions (retrievalkit/editions.py): build/student has the exercises blank, build/instructor
+# the solutions; both from the notebooks' .py sources and their nbgrader markup.
+student: setup
+	$(BIN)/python -m retrievalkit.editions student --out build/student
+
+instructor: setup
+	$(BIN)/python -m retrievalkit.editions instructor --out build/instructor
 
 lab: setup
 	$(BIN)/jupyter lab notebooks
