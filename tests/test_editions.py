@@ -223,6 +223,34 @@ def _run(source: Path, grade_id: str, which: str):
     exec(compile(convert(nb.cells[exercise.check]), f"{source.name}:{grade_id}_check", "exec"), namespace)
 
 
+GRADED_TOY = '''# %%
+import numpy as np
+
+import retrievalkit as rk
+
+# %% nbgrader={"grade": false, "grade_id": "norm", "locked": false, "schema_version": 3, "solution": true}
+def my_norm(x):
+    """L2 norm of a vector."""
+    ### BEGIN SOLUTION
+    return float(np.sqrt((x ** 2).sum()))
+    ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "norm_check", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+gen = np.random.default_rng(0)
+rk.grading.check(my_norm, np.linalg.norm, [(gen.normal(size=5),) for _ in range(3)])
+'''
+
+
+def test_the_exercise_harness_fails_a_wrong_solution_and_reports_a_blank_one(tmp_path):
+    right = _write(tmp_path, GRADED_TOY, "01_right.py")
+    _run(right, "norm", "instructor")
+    with pytest.raises(rk.grading.ExerciseError, match="not written yet"):
+        _run(right, "norm", "student")
+    wrong = _write(tmp_path, GRADED_TOY.replace("(x ** 2).sum()", "(x ** 2).mean()"), "01_wrong.py")
+    with pytest.raises(rk.grading.ExerciseError, match="times"):
+        _run(wrong, "norm", "instructor")
+
+
 @pytest.fixture
 def in_notebooks(monkeypatch):
     monkeypatch.chdir(editions.NOTEBOOKS)  # where nbmake runs the notebooks
