@@ -22,7 +22,7 @@ about 80 MB beside this project's Jupyter stack (the classic ``notebook`` server
 Mako, RapidFuzz) and pins ``jupyter-client<9``, for two loops over lines. This module reads the same
 markup with the same stubs and the same indentation rule (a stub takes the indentation of its
 ``BEGIN`` line), so both tools write the same student cells from a well-formed source: run on the
-course notebooks' 48 solution cells of the time (nbgrader 0.9.6 in a scratch environment), the two
+course notebooks' 56 solution cells of the time (nbgrader 0.9.6 in a scratch environment), the two
 agreed cell for cell. It is
 stricter on malformed markup, which it reports instead of building: an ``END`` without its ``BEGIN``
 (nbgrader ignores it), a region in a cell without the metadata, a duplicate ``grade_id``, a check
