@@ -206,3 +206,16 @@ def test_ap_loss_rejects_too_few_bins():
 def test_double_margin_refuses_margins_out_of_order(m1, m2):
     with pytest.raises(ValueError, match="m1 < m2"):
         L.DoubleMarginContrastiveLoss(m1, m2)
+
+
+def test_masked_mean_is_the_boolean_index_mean_with_the_same_gradient():
+    from retrievalkit.finetune.losses import masked_mean
+
+    gen = torch.Generator().manual_seed(3)
+    v1 = torch.randn(6, 6, generator=gen, requires_grad=True)
+    v2 = v1.detach().clone().requires_grad_(True)
+    mask = torch.rand(6, 6, generator=gen) > 0.5
+    a, b = masked_mean(v1, mask), v2[mask].mean()
+    a.backward(), b.backward()
+    assert torch.allclose(a, b) and torch.allclose(v1.grad, v2.grad)
+    assert masked_mean(v1, torch.zeros(6, 6, dtype=torch.bool)).item() == 0.0

@@ -49,3 +49,14 @@ def test_full_mode_widens_the_grids_and_the_note_says_how():
     note = full_mode_note()
     for fact in ("60,000", f"{hashing.FASHION_DB:,}", str(instance.FULL_SIDE), "36", "72"):
         assert fact in note
+
+
+def test_fashion_encoders_learn_from_a_draw_of_the_database(fashion_root, monkeypatch):
+    monkeypatch.setattr(hashing, "FASHION_LEARN", 100)
+    data = hashing.fashion_data(True, fashion_root.parent, n_db=300, n_queries=20, progress=False)
+    assert data.x_db.shape[0] == 300 and data.x_learn.shape[0] == 100
+    rows = {r.tobytes() for r in data.x_db}
+    assert all(r.tobytes() in rows for r in data.x_learn)  # learning rows are database rows, queries are not
+    assert "learning rows = 100" in data.protocol
+    small = hashing.fashion_data(True, fashion_root.parent, n_db=80, n_queries=20, progress=False)
+    assert small.x_learn.shape[0] == 80  # a database no larger than FASHION_LEARN is learned whole

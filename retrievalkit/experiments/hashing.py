@@ -65,6 +65,7 @@ FASHION_QUERIES = 1000  # the hashing literature queries with 1,000 test images
 # The literature's database is the whole train split (60,000; --full). The default run draws 20,000 of
 # them (seeded, see fashion_mnist.load): a third of the extraction and of every encoder's training.
 FASHION_DB = 20_000
+FASHION_LEARN = 5_000  # rows every encoder learns from (drawn from the database, as DPSH does on CIFAR-10)
 SMALL_FASHION_DB, SMALL_FASHION_QUERIES = 2000, 200
 FASHION_BATCH = 256  # images per forward: tiny inputs, so a large batch keeps the network busy
 FASHION_MAP_K = 1000
@@ -118,10 +119,12 @@ def coil_data(coil: Coil) -> HashData:
 
 def fashion_data(small: bool = False, data_home=None, *, side: int | None = None, n_db: int | None = None,
                  n_queries: int | None = None, progress: bool | None = None, full: bool = False) -> HashData:
-    """Fashion-MNIST descriptors: database = learning set = train split, queries = test images.
+    """Fashion-MNIST descriptors: database = train split, queries = test images, learning rows = a
+    seeded draw of :data:`FASHION_LEARN` database rows (the DPSH protocol of the hashing literature,
+    which trains on 5,000 of CIFAR-10's images and searches all of them).
 
     Full: 60,000 database rows, 1,000 queries at 64 px; default: :data:`FASHION_DB` drawn rows.
-    SMALL: 2,000 / 200 at 32 px.
+    SMALL: 2,000 / 200 at 32 px (all 2,000 learn).
     """
     from ..datasets import fashion_mnist
 
@@ -133,9 +136,12 @@ def fashion_data(small: bool = False, data_home=None, *, side: int | None = None
     kw = dict(size=side, resize="fixed", batch_size=FASHION_BATCH, progress=progress)
     x_db = features.extract(ds, BACKBONE, [LAYER], [POOLING], images="db", **kw).get(LAYER, POOLING)
     x_q = features.extract(ds, BACKBONE, [LAYER], [POOLING], images="queries", **kw).get(LAYER, POOLING)
-    return HashData("fashion_mnist", x_db, np.asarray(ds.db_labels), x_db, x_q, ds.ground_truth("all"),
-                    FASHION_MAP_K, f"db = learning set = train split ({len(x_db)}), {len(x_q)} test queries, "
-                    f"{side} px", time.perf_counter() - start)
+    learn = np.arange(len(x_db))
+    if len(x_db) > FASHION_LEARN:
+        learn = np.sort(np.random.default_rng(0).choice(len(x_db), FASHION_LEARN, replace=False))
+    return HashData("fashion_mnist", x_db[learn], np.asarray(ds.db_labels)[learn], x_db, x_q, ds.ground_truth("all"),
+                    FASHION_MAP_K, f"db = train split ({len(x_db):,}), learning rows = {len(learn):,} of them, "
+                    f"{len(x_q):,} test queries, {side} px", time.perf_counter() - start)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -248,4 +254,4 @@ def _curve_rows(base: dict, method: str, n_bits: int, ids, gnd) -> list[dict]:
 
 
 __all__ = ["HashData", "coil_data", "fashion_data", "score_ranking", "make_encoder", "fit_encoder", "code_length", "BITS",
-           "FULL_BITS", "SMALL_BITS", "FASHION_DB", "METHODS", "DEEP_VARIANTS"]
+           "FULL_BITS", "SMALL_BITS", "FASHION_DB", "FASHION_LEARN", "METHODS", "DEEP_VARIANTS"]

@@ -20,8 +20,9 @@ PROTOCOL_NOTE = (
     "learned end-to-end; ours train only a hash head on frozen EfficientNet-Lite0 GeM descriptors. "
     "COIL-100: every encoder and index is fitted on the learning split (objects 1–50) and scored on the "
     "test split (objects 51–100, 200 queries, trapezoid mAP over the full ranking) — the deep head is "
-    "scored on objects it never saw. Fashion-MNIST: database = learning set = train split, queries = "
-    "test images (1,000 in full mode), mAP@1000 as in the hashing literature. Compare orderings and "
+    f"scored on objects it never saw. Fashion-MNIST: database = train split ({hashing.FASHION_DB:,} drawn in the default run, "
+    f"all 60,000 with --full), encoders learn from {hashing.FASHION_LEARN:,} of its rows (the DPSH protocol), queries = 1,000 test "
+    "images, mAP@1000 as in the hashing literature. Compare orderings and "
     "trends, not absolute values."
 )
 

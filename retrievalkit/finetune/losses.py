@@ -39,6 +39,14 @@ def sq_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).sum(dim=-1)
 
 
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``mask`` holds (0 for an empty mask) — the same number as ``values[mask].mean()``,
+    but its backward is a multiply: on CPU, boolean-index backward (``index_put`` with accumulate) took 100× longer
+    per hashing step (torch 2.14, 256×256 pairs) and dominated deep-hash training."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1)
+
+
 def label_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(same, other)``: B×B masks of equal labels, and of pairs ``i ≠ j``."""
     same = labels[:, None] == labels[None, :]

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .. import config, evaluate
-from ..finetune.losses import Loss, as_pairs, label_masks
+from ..finetune.losses import Loss, as_pairs, label_masks, masked_mean
 from ..rows import Estimator, as_labels, as_rows
 from ..train.loop import fit, minibatches, sgd_epoch
 from .codes import pack_codes, to_bits
@@ -93,7 +93,7 @@ class PairwiseLikelihoodLoss(Loss):
         h = embeddings
         theta = h @ h.T / 2
         nll = nn.functional.softplus(theta) - label_masks(labels)[0].float() * theta
-        return nll[_pairs_mask(len(h), h.device, indices_tuple)].mean() / h.shape[1]
+        return masked_mean(nll, _pairs_mask(len(h), h.device, indices_tuple)) / h.shape[1]
 
 
 class ContrastiveHammingLoss(Loss):
@@ -111,7 +111,7 @@ class ContrastiveHammingLoss(Loss):
         d = relaxed_hamming(h)
         s = label_masks(labels)[0].float()
         per_pair = s * d + (1 - s) * torch.clamp(self.margin * k - d, min=0)
-        return per_pair[_pairs_mask(len(h), h.device, indices_tuple)].mean() / k
+        return masked_mean(per_pair, _pairs_mask(len(h), h.device, indices_tuple)) / k
 
 
 class TripletHammingLoss(Loss):
@@ -139,7 +139,7 @@ class TripletHammingLoss(Loss):
         if not valid.any():
             return h.sum() * 0.0
         violation = torch.clamp(d[:, :, None] - d[:, None, :] + self.margin * k, min=0)
-        return violation[valid].mean() / k
+        return masked_mean(violation, valid) / k
 
 
 class CenterLoss(Loss):
