@@ -28,6 +28,7 @@
 # database in the hashing literature's protocol). Queries are only encoded.
 
 # %%
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -44,6 +45,20 @@ BITS = H.SMALL_BITS if SMALL else H.BITS
 METHODS = ("lsh", "pca_sign", "itq", "deep", "deep+balance") if SMALL else H.METHODS
 
 # %% [markdown]
+# **Papers.** LSH with random hyperplanes: Charikar, *Similarity estimation techniques from rounding
+# algorithms* (STOC 2002, [doi:10.1145/509907.509965](https://doi.org/10.1145/509907.509965)). ITQ: Gong &
+# Lazebnik, *Iterative quantization: a Procrustean approach to learning binary codes* (CVPR 2011,
+# [doi:10.1109/CVPR.2011.5995432](https://doi.org/10.1109/CVPR.2011.5995432)). The survey of learning to hash
+# it cites for the quality criteria: Wang et al., *A survey on learning to hash*
+# ([arXiv:1606.00185](https://arxiv.org/abs/1606.00185)). The survey: [arXiv:2101.11282](https://arxiv.org/abs/2101.11282).
+#
+# **The equation (survey Eq. 2.12).** A hash function binarises the network's descriptor $f(x;\theta)$:
+# $$b = h\big(f(x;\theta)\big) \in \{-1, +1\}^K,\qquad \text{here } h(f) = \operatorname{sign}(W^\top (f - \mu)) .$$
+# Code quality (survey §2.3.2.4 b), over the $N$ codes $B \in \{\pm1\}^{N\times K}$ of a data set:
+# **bit balance** $B^\top \mathbf{1} = 0$ (each bit is $+1$ half of the time) and **bit
+# uncorrelation** $\tfrac{1}{N} B^\top B = I$. Two codes are compared by the Hamming distance, the
+# number of differing bits: for $\pm1$ codes $d_H(b, b') = \tfrac{1}{2}\,(K - b^\top b')$.
+#
 # ## 1 · A toy: why `tanh`, and what the regularisers change
 #
 # `sign` has zero gradient almost everywhere, so a network cannot learn through it. Replacing it by
@@ -67,9 +82,34 @@ for name, reg in {"loss only": {}, "+ balance": {"balance": 5.0}, "+ decorrelati
                   "+ both": {"balance": 5.0, "decorrelation": 5.0}}.items():
     model = rk.hashing.DeepHash(2, "pairwise", epochs=30, batch_size=64, seed=1, **reg).fit(toy_x, toy_y)
     codes = model.transform(toy_x)
-    rows.append({"objective": name, **rk.hashing.code_report(codes),
-                 "mean_penalty_balance": float(rk.hashing.deep.balance_penalty(torch.as_tensor(model.relaxed(toy_x))))})
-pd.DataFrame(rows)[["objective", "mean_balance", "mean_abs_corr", "unique_codes", "mean_penalty_balance"]].round(3)
+    report = rk.hashing.code_report(codes)
+    ones = rk.hashing.metrics.fraction_of_ones(codes)
+    constant = bool((rk.hashing.bit_balance(codes) == 1).any())
+    rows.append({"objective": name, "ones_bit1": ones[0], "ones_bit2": ones[1],
+                 # Pearson correlation is undefined when a bit never changes: show NaN, not the library's 0
+                 "abs_corr": np.nan if constant else report["mean_abs_corr"],
+                 "abs_BtB_offdiag": abs(rk.hashing.metrics.bit_correlation(codes, centered=False)[0, 1]),
+                 "unique_codes": report["unique_codes"]})
+toy_table = pd.DataFrame(rows).set_index("objective")
+toy_table.round(3)
+
+# %% [markdown]
+# Columns: the fraction of $+1$ per bit (0.5 = balanced, 0 or 1 = a constant bit, which carries no
+# information), the Pearson correlation $|r|$ between the two bits (undefined, NaN, when a bit is
+# constant), the survey's uncentred form $|\tfrac{1}{N}\sum_n b_{n1} b_{n2}|$ (0 when the bits agree as
+# often as they disagree), and the number of distinct codes used (at most 4).
+
+# %%
+for name, r in toy_table.iterrows():
+    corr = "undefined (a bit is constant)" if np.isnan(r["abs_corr"]) else f"{r['abs_corr']:.3f}"
+    print(f"{name:16s}: {int(r['unique_codes'])} codes used, bit 1 is +1 for {r['ones_bit1']:.1%} and bit 2 for "
+          f"{r['ones_bit2']:.1%} of the points, |r| = {corr}, |BᵀB/N| off-diagonal = {r['abs_BtB_offdiag']:.3f}")
+
+# %% [markdown]
+# Two blobs carry one bit of label information, and the pairwise similarity loss is satisfied as soon
+# as the codes separate the blobs — so nothing in the loss rewards a second, independent bit. Read the
+# printed rows against that: a regulariser can make a bit balanced, but a balanced second bit that
+# only repeats (or negates) the first is exactly as redundant, which is what a large $|r|$ shows.
 
 # %% [markdown]
 # The penalties are just the survey's two conditions written on the batch's relaxed codes; check
@@ -82,32 +122,124 @@ gram = h.T @ h / len(h)
 assert_allclose(rk.hashing.deep.decorrelation_penalty(h).item(), ((gram - torch.eye(8)) ** 2).mean().item(), rtol=1e-5)
 
 # %% [markdown]
-# ## 2 · ITQ in a few lines
+# ## 2 · LSH, ITQ and the Hamming distance, written by you
 #
-# Project on the top-`K` principal directions (`V`, centred), then look for a rotation `R` that brings
-# `VR` close to the corners of the hypercube: alternate `B = sign(VR)` and the orthogonal Procrustes
-# solution `R = U Wᵀ` from `SVD(VᵀB) = U Σ Wᵀ`. Same PCA and same random start as the library, so the
-# codes must agree.
+# **LSH** (random hyperplanes): draw $W\in\mathbb{R}^{D\times K}$ with i.i.d. $\mathcal{N}(0,1)$ entries;
+# bit $k$ says on which side of the hyperplane $w_k$ (through the learning mean $\mu$) a vector lies,
+# $b_k = \operatorname{sign}\big(w_k^\top(x-\mu)\big)$. Nothing is learned but $\mu$. The figure shows three
+# such hyperplanes on the toy blobs, and PCA-sign's two (the principal axes, used by ITQ's start).
+
+# %%
+lsh_toy = rk.hashing.LSH(3, seed=3).fit(toy_x)
+pca_toy = rk.hashing.PCASign(2).fit(toy_x)
+fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained", sharey=True)
+for ax, (title, enc, normals, mean) in zip(axes, [
+        ("LSH: 3 random hyperplanes", lsh_toy, lsh_toy.hyperplanes_.T, lsh_toy.mean_),
+        ("PCA-sign: 2 principal hyperplanes", pca_toy, pca_toy.pca_.projection_.T, toy_x.mean(0))]):
+    codes = enc.transform(toy_x, as_bits=True)
+    labels = codes @ (2 ** np.arange(codes.shape[1]))
+    ax.scatter(*toy_x.T, c=labels, cmap="tab10", vmin=0, vmax=9, s=8)
+    for n in normals:
+        d = np.array([-n[1], n[0]]) / np.linalg.norm(n)
+        ax.plot(*np.stack([mean - 6 * d, mean + 6 * d]).T, color="black", lw=1.2)
+        ax.annotate("", xy=mean + 0.9 * n / np.linalg.norm(n), xytext=mean,
+                    arrowprops=dict(arrowstyle="->", color="crimson", lw=1.5))
+    ax.set(xlim=(-4.5, 4.5), ylim=(-3, 3), title=title, xlabel="$x_1$")
+    ax.set_aspect("equal")
+axes[0].set_ylabel("$x_2$")
+axes[1].plot([], [], color="black", label="hyperplane (bit flips here)")
+axes[1].plot([], [], color="crimson", label="normal $w_k$ (side of bit +1)")
+axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
+n_lsh = len(np.unique(lsh_toy.transform(toy_x), axis=0))
+n_pca = len(np.unique(pca_toy.transform(toy_x), axis=0))
+print(f"Colours = distinct codes. LSH's 3 bits use {n_lsh} of 8 codes, PCA-sign's 2 bits {n_pca} of 4: a random "
+      "hyperplane through the mean of two distant blobs almost always passes between them, so random bits repeat "
+      "each other; the second principal axis splits each blob instead.")
+
+# %% nbgrader={"grade": false, "grade_id": "lsh", "locked": false, "schema_version": 3, "solution": true}
+def my_lsh(X, n_bits, seed):
+    """LSH codes of the rows of X (N, D) -> (N, n_bits) of ±1, fitted on X itself.
+
+    Hyperplanes W = np.random.default_rng(seed).standard_normal((D, n_bits)) through the mean of X;
+    a projection of exactly 0 gives +1.
+    """
+    ### BEGIN SOLUTION
+    W = np.random.default_rng(seed).standard_normal((X.shape[1], n_bits))
+    P = (X - X.mean(0)) @ W
+    return np.where(P >= 0, 1, -1)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "lsh_check", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+gen = np.random.default_rng(71)
+cases = [(gen.normal(size=(50, 8)), 16, 0), (gen.uniform(size=(30, 20)), 8, 5)]
+rk.grading.check(my_lsh, lambda X, n_bits, seed: rk.hashing.LSH(n_bits, seed=seed).fit(X).transform(X), cases,
+                 name="my_lsh")
+
+# %% [markdown]
+# **ITQ** (Gong & Lazebnik). Project the centred rows on the top-$K$ principal directions,
+# $V\in\mathbb{R}^{N\times K}$, then find a rotation $R$ that brings $VR$ close to the corners of the
+# hypercube, i.e. minimise the quantisation loss
+# $$Q(B, R) = \lVert B - VR\rVert_F^2,\qquad B\in\{\pm1\}^{N\times K},\ R^\top R = I .$$
+# Alternate two exact steps: for fixed $R$, $B = \operatorname{sign}(VR)$; for fixed $B$, the
+# orthogonal Procrustes solution: $\operatorname{SVD}(V^\top B) = U\Sigma \tilde W^\top$, $R = U\tilde W^\top$.
+# Neither step can increase $Q$.
+
+# %% nbgrader={"grade": false, "grade_id": "itq", "locked": false, "schema_version": 3, "solution": true}
+def my_itq_rotation(X, n_bits, n_iter, seed):
+    """ITQ's rotation R (n_bits, n_bits) for the rows of X (N, D).
+
+    V = rk.whitening.PCA(dim=n_bits, normalize=False).fit(X).transform(X); start from
+    R = rk.hashing.codes.random_rotation(n_bits, seed); then n_iter times: B = sign(V R) (0 -> +1),
+    SVD of V^T B, R = U W^T.
+    """
+    ### BEGIN SOLUTION
+    V = rk.whitening.PCA(dim=n_bits, normalize=False).fit(X).transform(X)
+    R = rk.hashing.codes.random_rotation(n_bits, seed)
+    for _ in range(n_iter):
+        B = np.where(V @ R >= 0, 1.0, -1.0)
+        U, _, Wt = np.linalg.svd(V.T @ B)
+        R = U @ Wt
+    return R
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "itq_check", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+gen = np.random.default_rng(72)
+cases = [(gen.normal(size=(200, 16)), 8, 1, 0), (gen.normal(size=(300, 24)) @ gen.normal(size=(24, 24)), 12, 10, 3)]
+rk.grading.check(my_itq_rotation, lambda X, n_bits, n_iter, seed:
+                 rk.hashing.ITQ(n_bits, n_iter=n_iter, seed=seed).fit(X).rotation_, cases,
+                 name="my_itq_rotation", atol=1e-6)
+
+# %% nbgrader={"grade": false, "grade_id": "hamming", "locked": false, "schema_version": 3, "solution": true}
+def my_hamming(q, db):
+    """All Hamming distances between ±1 codes: q (Nq, K), db (Ndb, K) -> (Nq, Ndb) integers.
+
+    Use one matrix product: d = (K - q db^T) / 2.
+    """
+    ### BEGIN SOLUTION
+    return (q.shape[1] - q.astype(np.int64) @ db.astype(np.int64).T) // 2
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "hamming_check", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+gen = np.random.default_rng(73)
+cases = [(np.where(gen.random((5, k)) < 0.5, -1, 1).astype(np.int8), np.where(gen.random((9, k)) < 0.5, -1, 1).astype(np.int8))
+         for k in (8, 13, 64)]
+rk.grading.check(my_hamming, lambda q, db: rk.hashing.hamming_distances(q, db, packed=False), cases, name="my_hamming")
+
+# %% [markdown]
+# The library's ITQ on the COIL-100 learning descriptors: the quantisation loss falls from PCA-sign's
+# value (the random rotation's start) as the rotation is learned.
 
 # %%
 coil = offtheshelf.Coil(small=SMALL, progress=False)
 coil_data = H.coil_data(coil)
+itq = rk.hashing.ITQ(32, n_iter=50, seed=0).fit(coil_data.x_learn)
+assert np.all(np.diff(itq.loss_history_) <= 1e-6 * itq.loss_history_[0])   # never increases
+print(f"quantisation loss ‖B − VR‖²: {itq.loss_history_[0]:.1f} at the random start → {itq.loss_history_[-1]:.1f} "
+      f"after {itq.n_iter} iterations (PCA-sign, R = I: {rk.hashing.PCASign(32).fit(coil_data.x_learn).quantization_loss_:.1f})")
 coil_data
-
-# %%
-K = 32
-pca = rk.whitening.PCA(dim=K, normalize=False).fit(coil_data.x_learn)
-V = pca.transform(coil_data.x_learn)
-R = rk.hashing.codes.random_rotation(K, seed=0)
-for _ in range(50):
-    B = np.where(V @ R >= 0, 1.0, -1.0)
-    U, _, Wt = np.linalg.svd(V.T @ B)
-    R = U @ Wt
-mine = np.where(pca.transform(coil_data.x_db) @ R >= 0, 1, -1)
-itq = rk.hashing.ITQ(K, n_iter=50, seed=0).fit(coil_data.x_learn)
-assert_allclose(R, itq.rotation_, atol=1e-6)
-assert (mine == itq.transform(coil_data.x_db)).mean() > 0.999
-print("quantisation loss, PCA-sign → ITQ:", round(itq.loss_history_[0], 1), "→", round(itq.loss_history_[-1], 1))
 
 # %% [markdown]
 # ## 3 · mAP vs code length on COIL-100 and Fashion-MNIST
@@ -139,28 +271,86 @@ fig = fh.pr_curves(curves)
 # %% [markdown]
 # ## What to notice
 #
-# * At equal bits, learned codes (PCA-sign, ITQ, deep) beat random hyperplanes (LSH) at short lengths;
-#   LSH catches up as bits grow, since it approximates the angle ever more closely.
-# * PCA-sign gets *worse relative to ITQ* as bits grow: the later principal directions carry little
-#   variance, and ITQ's rotation spreads the variance over all bits.
-# * The deep head is trained with labels, which helps most on Fashion-MNIST (the queries come from the
-#   same 10 classes) and less on COIL-100 (test objects are new classes): hashing with labels learns
-#   categories, not a general similarity.
-# * 64 bits = 8 bytes per image against 5,120 bytes for the float descriptor: 640× less memory.
+# Computed from the table above on this run:
+
+# %%
+learned = ["pca_sign", "itq", "deep"]
+short, long_ = min(BITS), max(BITS)
+for dataset, part in scores[scores["method"] != "float"].groupby("dataset", sort=False):
+    m = part.pivot_table(index="method", columns="bits", values="mAP")
+    best_short = m.loc[learned, short].idxmax()
+    print(f"• {dataset}: at {short} bits the best learned code ({best_short}, {m.loc[best_short, short]:.3f}) vs LSH "
+          f"{m.loc['lsh', short]:.3f} (gap {m.loc[best_short, short] - m.loc['lsh', short]:+.3f}); at {long_} bits "
+          f"the gap to LSH is {m.loc[learned, long_].max() - m.loc['lsh', long_]:+.3f}.")
+    print(f"  ITQ − PCA-sign: {m.loc['itq', short] - m.loc['pca_sign', short]:+.3f} at {short} bits, "
+          f"{m.loc['itq', long_] - m.loc['pca_sign', long_]:+.3f} at {long_} bits; deep − ITQ at {long_} bits: "
+          f"{m.loc['deep', long_] - m.loc['itq', long_]:+.3f}.")
+float_bytes = 4 * coil_data.x_db.shape[1]
+print(f"• {long_} bits = {long_ // 8} bytes per image against {float_bytes} bytes for the float descriptor: "
+      f"{float_bytes // (long_ // 8)}× less memory.")
+
+# %% [markdown]
+# The deep head is trained with labels. On Fashion-MNIST the queries come from the same 10 classes as
+# the training images; on COIL-100 the test objects are classes the head never saw — hashing with
+# labels learns categories, not a general similarity.
 #
-# ## Exercises
+# ## 4 · The contrast: best vs worst hasher at one code length
+
+# %%
+at = scores[(scores["method"] != "float") & (scores["bits"] == long_)]
+mode = "SMALL" if SMALL else "full"
+for dataset, part in at.groupby("dataset", sort=False):
+    m = part.set_index("method")["mAP"]
+    best, worst = m.idxmax(), m.idxmin()
+    gap = m[best] - m[worst]
+    if gap >= 0.03:
+        print(f"{dataset} ({mode} mode, {long_} bits): {best} ({m[best]:.3f} mAP) beats {worst} ({m[worst]:.3f}) "
+              f"by {gap:.3f}.")
+    else:
+        print(f"{dataset} ({mode} mode, {long_} bits): best ({best}) and worst ({worst}) differ by {gap:.3f} mAP, "
+              "below 0.03: on this data that is not evidence either way.")
+
+# %% [markdown]
+# ## Questions
 #
-# 1. Train `rk.hashing.DeepHash(64, "center")` (hash centres, CSQ) on Fashion-MNIST and compare with
-#    the pairwise loss.
-# 2. Raise the balance weight to 50. What happens to mAP, and why can perfect balance hurt?
-#
-# <details><summary>Solutions</summary>
-#
-# 1. `m = rk.hashing.DeepHash(64, "center", epochs=15).fit(fashion_data.x_learn, fashion_data.y_learn)`,
-#    then `_, ids = rk.hashing.hamming_search(m.encode(fashion_data.x_query), m.encode(fashion_data.x_db), 1000)` and
-#    `H.score_ranking(fashion_data, ids)`. With 10 classes and Hadamard centres the classes sit `K/2`
-#    apart, which usually gives a higher mAP@1000 than pairwise likelihood.
-# 2. The balance term starts to dominate the similarity loss: bits are forced to split every batch in
-#    half even when a bit would naturally separate one class from nine. mAP drops while balance improves.
-#
-# </details>
+# **Question 1.** Why is a hash head trained through `tanh` (plus a quantisation term) instead of
+# `sign`, and what does the quantisation term $(|h| - 1)^2$ buy at test time?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "q_tanh", "locked": false, "points": 1, "schema_version": 3, "solution": true}
+# `sign` is flat almost everywhere, so its gradient is 0 and back-propagation cannot move the
+# weights (the printed tanh gradients are non-zero). `tanh` is a smooth stand-in. But the network is
+# trained on the relaxed outputs and evaluated on their signs; if the outputs sit near 0, taking the
+# sign changes them a lot and the learned similarities are lost. Pulling $|h|$ towards 1 keeps the
+# relaxed codes close to their binary versions, so the final `sign` loses little.
+
+# %% [markdown]
+# **Question 2.** In the toy table, why is the Pearson correlation of a constant bit reported as
+# undefined rather than 0, and why is a constant bit worse than a correlated one?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "q_constant", "locked": false, "points": 1, "schema_version": 3, "solution": true}
+# Pearson's $r$ divides by each bit's standard deviation, which is 0 for a bit that never changes: the
+# value is 0/0. Printing 0 would read as "perfectly uncorrelated", the best score, although a constant
+# bit carries no information at all — every code has the same value there, so it never separates two
+# images. A correlated bit at least separates something (if redundantly); the balance criterion
+# ($B^\top\mathbf 1 = 0$) is what catches a constant bit, and the entropy is 0 for it.
+
+# %% [markdown]
+# **Question 3.** ITQ keeps PCA's subspace and only rotates it. Why can a rotation improve the codes,
+# when it changes neither the distances between the projected points nor the variance they keep?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "q_rotation", "locked": false, "points": 1, "schema_version": 3, "solution": true}
+# The rotation changes nothing for the real-valued vectors, but `sign` acts per axis: it is not
+# rotation-invariant. PCA's first directions hold most of the variance and the last ones little, so
+# the last bits are decided by noise near 0. Rotating spreads the variance more evenly over the axes
+# and moves the points towards the hypercube's corners, so fewer points sit near a sign boundary and
+# the quantisation loss $\lVert B - VR\rVert_F^2$ drops (printed above).
+
+# %% [markdown]
+# **Question 4.** Raising the balance weight to 50 makes every bit split every batch in half. Why can
+# that lower mAP with labels such as Fashion-MNIST's 10 classes?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "q_balance", "locked": false, "points": 1, "schema_version": 3, "solution": true}
+# A useful bit may separate one class from the other nine, i.e. be +1 for only 10 % of the images. A
+# strong balance term forces it to 50 %, so it must cut through classes, putting similar images on
+# both sides; the similarity loss loses against the regulariser and images of one class get more
+# distant codes. Balance is a property of good codes on average, not a goal worth any price.
