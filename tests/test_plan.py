@@ -25,7 +25,8 @@ def test_estimates_scale_the_recorded_time_by_the_machines_speed_now(tmp_path):
     assert math.isnan(table.loc[1, "estimate_s"]) and math.isnan(table.loc[2, "estimate_s"])  # other mode / never
     assert table["results_on_disk"].tolist() == [True, False, False]
     text = plan.describe(table)
-    assert "about 3 min plus b, c" in text and "never" in text
+    assert "about 3 min plus b, c (no earlier run" in text and "never" in text
+    assert "about 0 min" not in plan.describe(table.iloc[1:])
 
 
 def test_the_printed_plan_lists_exactly_the_steps_that_run(tmp_path, monkeypatch, capsys):

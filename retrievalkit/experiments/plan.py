@@ -64,8 +64,9 @@ def describe(plan: pd.DataFrame) -> str:
     """The plan as the lines printed before a run starts."""
     known = plan["estimate_s"].dropna()
     unknown = plan.loc[plan["estimate_s"].isna(), "step"].tolist()
-    total = f"about {known.sum() / 60:.0f} min" + (f" plus {', '.join(unknown)} (no earlier run in this mode)"
-                                                     if unknown else "")
+    total = f"about {known.sum() / 60:.0f} min" if len(known) else ""
+    if unknown:
+        total += (" plus " if total else "") + f"{', '.join(unknown)} (no earlier run in this mode to estimate from)"
     table = plan.assign(estimate=plan["estimate_s"].map(lambda s: "?" if s != s else f"{s:.0f} s"))
     return (f"reproduce plan: {len(plan)} steps, {total}\n"
             + table[["step", "estimate", "results_on_disk", "last_run"]].to_string(index=False))
