@@ -1,6 +1,7 @@
 """The plan ``retrievalkit reproduce`` prints before it starts: steps, what is on disk, estimates."""
 import json
 import math
+import time
 
 import pandas as pd
 
@@ -71,3 +72,15 @@ def test_full_flag_reaches_the_run(tmp_path, monkeypatch):
     assert main(["-q", "reproduce", "--full", "--steps", "depth", "--results", str(tmp_path / "r"),
                  "--figures", str(tmp_path / "f")]) == 0
     assert seen["mode"] == "full"
+
+
+def test_a_step_clock_counts_towards_the_estimate_and_stops_with_the_step():
+    with reproduce.step_clock("x", 100.0, tick=0.01) as bar:
+        time.sleep(0.15)
+    assert 0.05 <= bar.n <= 0.5 and bar.total == 100  # n counts elapsed seconds
+    with reproduce.step_clock("y", 0.02, tick=0.01) as bar:
+        time.sleep(0.1)
+    assert bar.n <= bar.total  # a step slower than its estimate stops at 100 %, it does not overflow
+    with reproduce.step_clock("z", float("nan"), tick=0.01) as bar:
+        time.sleep(0.05)
+    assert bar.total is None and bar.n >= 0.02

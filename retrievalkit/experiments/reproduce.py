@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -101,11 +103,12 @@ def reproduce(
     todo = plan.make_plan(steps, {n: STEPS[n].outputs for n in steps}, run.results, run.mode, run.shared["probe_s"])
     print(plan.describe(todo), flush=True)
     failed = {}
-    for name, estimate in zip(steps, todo["estimate_s"]):
+    for i, (name, estimate) in enumerate(zip(steps, todo["estimate_s"]), 1):
         start = time.perf_counter()
         log.info("reproduce: step %s (estimate %s s)", name, "?" if estimate != estimate else f"{estimate:.0f}")
         try:
-            section = STEPS[name](run)
+            with step_clock(f"[{i}/{len(steps)}] {name}", estimate, enabled=run.progress):
+                section = STEPS[name](run)
         except (KeyboardInterrupt, DatasetNotFoundError):
             raise
         except Exception as err:  # one broken step must not throw away the others' results
@@ -120,6 +123,32 @@ def reproduce(
     if failed:
         raise StepsFailed(failed, run.written)
     return run.written
+
+
+@contextmanager
+def step_clock(desc: str, estimate: float, *, enabled: bool = True, tick: float = 1.0):
+    """One bar per step, filled by the clock against the plan's estimate (seconds), so it shows the ETA;
+    without an estimate it counts elapsed seconds. The step's own bars (extraction, training) run beneath."""
+    from tqdm.auto import tqdm
+
+    known = estimate == estimate and estimate > 0
+    bar = tqdm(total=round(estimate) if known else None, desc=desc, unit="s", disable=not enabled, position=0,
+               leave=True, bar_format="{desc}: {percentage:3.0f}% |{bar}| {n:.0f}/{total:.0f} s est., ETA {remaining}"
+               if known else "{desc}: {n:.0f} s")
+    done = threading.Event()
+
+    def advance():
+        while not done.wait(tick):
+            bar.update(min(tick, bar.total - bar.n) if known and bar.n + tick > bar.total else tick)
+
+    ticker = threading.Thread(target=advance, daemon=True)
+    ticker.start()
+    try:
+        yield bar
+    finally:
+        done.set()
+        ticker.join()
+        bar.close()
 
 
 def _save_section(run: Run, name: str, markdown: str, seconds: float) -> None:
