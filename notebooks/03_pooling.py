@@ -142,8 +142,8 @@ rk.grading.check(my_spoc_center, lambda x, sigma: F.spoc(x, center_prior=True, s
 # Objects that fill only part of the image still get a region of their own. On a square $S\times S$
 # map, scale $l = 1, \dots, L$ uses squares of side $\lfloor 2S/(l+1)\rfloor$ (at least 1) placed
 # on an $l\times l$ grid spread evenly from border to border: with $l$ positions the $k$-th starts
-# at $\lfloor k\,(S - \text{side})/(l-1)\rfloor$, and a single position ($l=1$) starts at
-# $\lfloor (S-\text{side})/2\rfloor$. (Non-square maps add squares along the long side; the
+# at $\lfloor k\,(S - \text{side})/(l-1)\rfloor$ for $k = 0, \dots, l-1$; scale 1 is the whole
+# map (side $S$, start 0). (Non-square maps add squares along the long side; the
 # library handles that.)
 #
 # **Graded exercise 3.** Write the regions of a square map, as `(i, j, height, width)` with
@@ -156,10 +156,7 @@ def my_rmac_regions(side, levels=3):
     regions = []
     for level in range(1, levels + 1):
         size = max(1, (2 * side) // (level + 1))
-        if level == 1:
-            starts = [(side - size) // 2]
-        else:
-            starts = [(k * (side - size)) // (level - 1) for k in range(level)]
+        starts = [0] if level == 1 else [(k * (side - size)) // (level - 1) for k in range(level)]
         regions += [(i, j, size, size) for i in starts for j in starts]
     return regions
     ### END SOLUTION
