@@ -11,7 +11,6 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # # 07 · Hashing: binary codes from deep descriptors
 #

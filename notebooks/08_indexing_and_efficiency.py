@@ -11,7 +11,6 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # # 08 · Indexing and efficiency: accuracy, time and memory
 #
