@@ -70,6 +70,9 @@ def compare(got, expected, *, name: str = "your answer", rtol: float = 1e-4, ato
             raise ExerciseError(f"each row of {name} should have L2 norm 1, but the norms run from "
                                 f"{norms.min():.3g} to {norms.max():.3g}: divide each row by its norm")
     nonzero = np.abs(e) > atol
+    if nonzero.any() and np.allclose(g, 0.0, atol=atol):
+        raise ExerciseError(f"{name} is all zeros where the library's answer is not: is a step or a `return` "
+                            "of the computed value missing?")
     if nonzero.any():
         ratio = g[nonzero] / e[nonzero]
         if np.allclose(ratio, ratio.flat[0], rtol=1e-3) and not np.isclose(ratio.flat[0], 1.0, rtol=rtol):

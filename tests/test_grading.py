@@ -80,3 +80,8 @@ def test_the_failing_case_is_named():
 def test_no_cases_is_a_usage_error():
     with pytest.raises(ValueError):
         grading.check(lambda x: x, lambda x: x, [])
+
+
+def test_an_all_zero_answer_is_named_as_such_not_as_a_factor():
+    with pytest.raises(grading.ExerciseError, match="all zeros"):
+        grading.compare(np.zeros((2, 3)), _rows(n=2))
