@@ -48,7 +48,7 @@ K_GRID = E.SMALL_K_GRID if SMALL else E.K_GRID
 # *Aggregating local descriptors into a compact image representation* (CVPR 2010,
 # [doi:10.1109/CVPR.2010.5540039](https://doi.org/10.1109/CVPR.2010.5540039)); intra-normalisation:
 # Arandjelović & Zisserman, *All about VLAD* (CVPR 2013,
-# [CVF](https://openaccess.thecvf.com/content_cvpr_2013/html/Arandjelovic_All_About_VLAD_2013_CVPR_paper.html)).
+# [CVF](https://openaccess.thecvf.com/content_cvpr_2013/papers/Arandjelovic_All_About_VLAD_2013_CVPR_paper.pdf)).
 # Fisher vectors: Perronnin & Dance (CVPR 2007,
 # [doi:10.1109/CVPR.2007.383266](https://doi.org/10.1109/CVPR.2007.383266)). VLAD on conv columns:
 # Ng et al., *Exploiting local features from deep networks for image retrieval*
