@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.retrievalkit-installed
 SHARED_MIRROR := $(abspath ../shared/mirror)
 export RETRIEVALKIT_MIRROR ?= $(if $(wildcard $(SHARED_MIRROR)/coil-100.zip),$(SHARED_MIRROR),)
 
-.PHONY: setup reproduce reproduce-small test test-unit test-notebooks notebooks student instructor lab clean
+.PHONY: setup reproduce reproduce-full reproduce-small test test-unit test-notebooks notebooks student instructor lab clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 reproduce: setup
 	$(BIN)/retrievalkit reproduce
+
+reproduce-full: setup
+	$(BIN)/retrievalkit reproduce --full
 
 reproduce-small: setup
 	RETRIEVALKIT_SMALL=1 $(BIN)/retrievalkit reproduce --figures results/small/figures --results results/small
