@@ -2,6 +2,7 @@
 called the pytorch-metric-learning way: ``loss(embeddings, labels, indices_tuple)``."""
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -155,7 +156,9 @@ def test_every_loss_declares_what_its_batches_need_and_builds_from_its_name():
     assert {k: (v.needs, v.needs_labels) for k, v in L.LOSSES.items()} == {
         "ce": ("labels", True), "regression": ("pairs", False), "contrastive": ("pairs", False),
         "double_margin": ("pairs", False), "triplet": ("triplets", False), "joint": ("triplets", True),
-        "ap": ("labels", True)}
+        "ap": ("labels", True), "npair": ("labels", True), "lifted": ("labels", True),
+        "proxy_nca": ("labels", True), "quadruplet": ("labels", True)}
+    assert L.build("proxy_nca", 8, 3, scale=2.0).proxies.shape == (3, 8)
     assert L.build("joint", 8, 3, beta=0.5).ce.weight.shape == (3, 8)
     assert L.build("regression", 8, 3).weight.shape == (16,)
     assert L.build("triplet", 8, 3, margin=0.2).margin == 0.2
@@ -219,3 +222,169 @@ def test_masked_mean_is_the_boolean_index_mean_with_the_same_gradient():
     a.backward(), b.backward()
     assert torch.allclose(a, b) and torch.allclose(v1.grad, v2.grad)
     assert masked_mean(v1, torch.zeros(6, 6, dtype=torch.bool)).item() == 0.0
+
+
+# --------------------------------------------------------------------------- more losses of Figure 2.10
+# Reference: pytorch-metric-learning (PML), whose distances normalise rows unless told not to; the tests
+# switch that off so values AND gradients must agree on any rows (unit rows here, as the models give).
+def _batch(seed=20, n=14, d=6):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 5, (n,), generator=gen)
+    y[:4] = torch.tensor([0, 0, 1, 1])  # at least two classes with a pair
+    return x / x.norm(dim=1, keepdim=True), y
+
+
+def _value_and_grad(loss, x, y, indices_tuple=None):
+    x = x.clone().requires_grad_(True)
+    value = loss(x, y, indices_tuple)
+    value.backward()
+    return value.detach(), x.grad
+
+
+def _agree(ours, theirs, x, y, indices_tuple=None):
+    v1, g1 = _value_and_grad(ours, x, y, indices_tuple)
+    v2, g2 = _value_and_grad(theirs, x, y, indices_tuple)
+    assert v1.item() > 1e-3  # a case where the loss is at work
+    assert abs(v1 - v2).item() < 1e-5 and (g1 - g2).abs().max().item() < 1e-5, (v1, v2, (g1 - g2).abs().max())
+
+
+def test_npair_loss_equals_pytorch_metric_learning_npairs():
+    """Sohn's L_i = log(1 + Σ_{j≠i} exp(x_i·x_j⁺ − x_i·x_i⁺)) = CE of x_i·[x⁺] with target i;
+    PML's NPairsLoss with plain (unnormalised) dot products."""
+    from pytorch_metric_learning import distances, losses as pml
+
+    x, y = _batch()
+    theirs = pml.NPairsLoss(distance=distances.DotProductSimilarity(normalize_embeddings=False))
+    _agree(L.NPairLoss(), theirs, x, y)
+    _agree(L.NPairLoss(), theirs, 2.5 * x, y)  # rows of any norm: no normalisation hides in either
+    trip = L.all_triplets(y)
+    _agree(L.NPairLoss(), theirs, x, y, trip)  # pairs from a tuple, one per anchor label
+    a, p = L.NPairLoss().pairs(y)  # one pair per class with two rows, its first two rows
+    want = [tuple(int(i) for i in torch.nonzero(y == c).flatten()[:2]) for c in y.unique() if (y == c).sum() > 1]
+    assert sorted(zip(a.tolist(), p.tolist())) == sorted(want)
+    i = torch.arange(len(a))  # Sohn's formula by hand
+    s = x[a] @ x[p].T
+    by_hand = torch.stack([torch.log(1 + torch.exp(s[k] - s[k, k])[i != k].sum()) for k in i]).mean()
+    assert_allclose(L.NPairLoss()(x, y).item(), by_hand.item(), rtol=1e-12)
+
+
+def test_lifted_structure_loss_equals_pytorch_metric_learning_with_zero_positive_margin():
+    """Oh Song et al.'s J_ij = log(Σ_neg(i) e^(α−d) + Σ_neg(j) e^(α−d)) + d_ij, L = 1/(2|P|) Σ max(0, J)²,
+    d Euclidean: PML's LiftedStructureLoss(neg_margin=α, pos_margin=0) with the (unnormalised) Euclidean LpDistance."""
+    from pytorch_metric_learning import distances, losses as pml
+
+    x, y = _batch()
+    for alpha in (1.0, 0.3):
+        theirs = pml.LiftedStructureLoss(neg_margin=alpha, pos_margin=0,
+                                         distance=distances.LpDistance(normalize_embeddings=False))
+        _agree(L.LiftedStructureLoss(alpha), theirs, x, y)
+        a, b, same = L.all_pairs(y)  # a tuple of some pairs, PML's (a1, p, a2, n)
+        keep = torch.rand(len(a), generator=torch.Generator().manual_seed(4)) < 0.6
+        a, b, same = a[keep], b[keep], same[keep]
+        _agree(L.LiftedStructureLoss(alpha), theirs, x, y, (a[same], b[same], a[~same], b[~same]))
+    d = torch.cdist(x, x)  # the paper's sum over unordered positive pairs, by hand
+    terms = []
+    for i in range(len(y)):
+        for j in range(i + 1, len(y)):
+            if y[i] == y[j]:
+                neg = torch.cat([1.0 - d[i, y != y[i]], 1.0 - d[j, y != y[j]]])
+                terms.append(max(0.0, (torch.log(torch.exp(neg).sum()) + d[i, j]).item()) ** 2)
+    assert_allclose(L.LiftedStructureLoss(1.0)(x, y).item(), sum(terms) / (2 * len(terms)), rtol=1e-10)
+
+
+def test_proxy_nca_loss_equals_pytorch_metric_learning_with_the_same_proxies():
+    """−log softmax_y(−s·||x̂ − p̂_c||²) over all proxies: PML's ProxyNCALoss (normalised squared L2),
+    given our proxies."""
+    from pytorch_metric_learning import losses as pml
+
+    x, y = _batch()
+    torch.manual_seed(0)
+    for scale in (1.0, 4.0):  # eps: PML divides by max(|x|, 1e-12), l2n by |x| + eps (default 1e-6: a 1e-6 offset)
+        ours = L.ProxyNCALoss(6, 5, scale=scale, eps=1e-12).double()
+        theirs = pml.ProxyNCALoss(5, 6, softmax_scale=scale).double()
+        with torch.no_grad():
+            theirs.proxies.copy_(ours.proxies)
+        _agree(ours, theirs, 3 * x, y)  # both normalise rows (and proxies) themselves
+        assert (ours.proxies.grad - theirs.proxies.grad).abs().max().item() < 1e-5
+
+
+def test_quadruplet_loss_is_the_mean_over_every_quadruplet_written_as_a_loop():
+    x, y = _unit(7, 4, 21), torch.tensor([0, 0, 1, 1, 2, 0, 3])
+    m1, m2 = 0.6, 0.3
+    terms = []
+    for a in range(7):
+        for p in range(7):
+            for n1 in range(7):
+                for n2 in range(7):
+                    if a != p and y[a] == y[p] and y[n1] != y[a] and y[n2] != y[a] and y[n2] != y[n1]:
+                        terms.append(max(0.0, m1 + _d(x[a], x[p]) - _d(x[a], x[n1]))
+                                     + max(0.0, m2 + _d(x[a], x[p]) - _d(x[n1], x[n2])))
+    loss = L.QuadrupletLoss(m1, m2)
+    # class 0: 6 ordered positive pairs × 10 ordered (n1, n2) of the rows 2, 3, 4, 6 (4·3 less the pair (2, 3) twice);
+    # class 1: 2 × 14 (5·4 ordered pairs of the rows 0, 1, 4, 5, 6 less the 3·2 inside class 0)
+    assert len(terms) == 6 * 10 + 2 * 14 and np.mean(terms) > 0
+    assert_allclose(loss(x, y).item(), np.mean(terms), rtol=1e-12)
+    assert_allclose(np.sort(loss.terms(x, y).numpy()), np.sort(terms), rtol=1e-12)
+    quads = [(0, 1, 2, 4), (5, 0, 6, 3)]  # given as an index tuple
+    idx = tuple(torch.tensor(c) for c in zip(*quads))
+    want = [max(0.0, m1 + _d(x[a], x[p]) - _d(x[a], x[n])) + max(0.0, m2 + _d(x[a], x[p]) - _d(x[n], x[o]))
+            for a, p, n, o in quads]
+    assert_allclose(loss(x, y, idx).item(), np.mean(want), rtol=1e-12)
+    x_req = x.clone().requires_grad_(True)
+    loss(x_req, y).backward()  # the gradient of the mean, by finite differences on one coordinate
+    e = torch.zeros_like(x)
+    e[0, 1] = 1e-6
+    assert_allclose(x_req.grad[0, 1].item(), ((loss(x + e, y) - loss(x - e, y)) / 2e-6).item(), rtol=1e-5)
+
+
+def _new_losses():
+    return [L.NPairLoss(), L.LiftedStructureLoss(), L.ProxyNCALoss(6, 5).double(), L.QuadrupletLoss()]
+
+
+@pytest.mark.parametrize("case", ["single class", "one sample in a class", "all rows equal"])
+@pytest.mark.parametrize("k", range(4), ids=["npair", "lifted", "proxy_nca", "quadruplet"])
+def test_new_losses_survive_hostile_batches(case, k):
+    x, y = _batch(n=8)
+    if case == "single class":
+        y = torch.zeros(8, dtype=torch.long)
+    elif case == "one sample in a class":
+        y = torch.tensor([0, 0, 1, 1, 2, 3, 3, 4])  # classes 2 and 4 have no positive
+    else:
+        x = x[:1].expand(8, -1).clone()
+        y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    loss = _new_losses()[k]
+    value, grad = _value_and_grad(loss, x, y)
+    assert torch.isfinite(value) and torch.isfinite(grad).all()
+    if case == "single class" and k != 2:  # no negative in the batch: nothing to push apart
+        assert value.item() == 0.0 and (grad == 0).all()
+    if case == "all rows equal" and k == 1:  # every d = 0: J = log(2·(#negatives)·e^α) for each positive pair
+        assert_allclose(value.item(), 0.5 * (np.log(2 * 6) + 1.0) ** 2, rtol=1e-5)
+    if case == "one sample in a class" and k == 3:  # the singletons are never anchors but still serve as negatives:
+        # 6 ordered positive pairs; for each, the 6 rows of other classes give 6·5 ordered (n1, n2),
+        # less the 2·2 that share a class
+        assert len(loss.terms(x, y)) == 6 * (6 * 5 - 4)
+
+
+def test_new_losses_fine_tune_one_epoch_on_random_maps():
+    """The trainer runs an epoch with each of the four losses (m-per-class batches, proxies trained too)."""
+    from retrievalkit.finetune import trainer as T
+
+    gen = np.random.default_rng(0)
+    labels = np.repeat(np.arange(6), 4)
+    maps = (gen.normal(size=(24, 192, 4, 4)) + labels[:, None, None, None] * 0.3).astype(np.float32)
+    data = T.TrainData(maps, labels, np.arange(24).astype(str))
+    for name in ("npair", "lifted", "proxy_nca", "quadruplet"):
+        cfg = T.FinetuneConfig(loss=name, epochs=2, select="last", batch_size=12, m=2 if name == "npair" else 4,
+                               class_batches=2, seed=1)  # 12 = 3 classes × 4 rows: a quadruplet needs 3 classes
+        torch.manual_seed(0)
+        model = T.TailNet(weights=None)
+        start = T.describe(copy.deepcopy(model), maps)
+        res = T.finetune(data, None, cfg, model=model)
+        losses = [h["loss"] for h in res.history[1:]]
+        assert len(losses) == 2 and np.isfinite(losses).all() and losses[0] > 0, (name, losses)
+        assert not np.allclose(T.describe(res.model, maps), start)  # the network learned
+        if name == "proxy_nca":  # the proxies start at the class means and are trained with the network
+            fresh = L.ProxyNCALoss(res.model.dim, 6)
+            fresh.init_from_means(torch.as_tensor(start), torch.as_tensor(labels))
+            assert not torch.allclose(fresh.proxies, res.loss_module.proxies.detach())

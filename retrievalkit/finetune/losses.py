@@ -19,6 +19,18 @@ never asks a loss its name. Miners (:mod:`retrievalkit.finetune.miners`) produce
 * :class:`JointLoss` — Eq. (2.18), α·triplet + β·cross-entropy.
 * :class:`DoubleMarginContrastiveLoss` — Eq. (2.19); ``m1 = 0`` gives back Eq. (2.16).
 * :class:`APLoss` — listwise loss: 1 − a histogram-binned (soft) average precision.
+
+More losses of Figure 2.10 (Survey §2.4.1.2, discussion), each checked against pytorch-metric-learning
+(or, for the quadruplet loss, a loop over every quadruplet) in tests/test_finetune_losses.py:
+
+* :class:`NPairLoss` — Fig. 2.10(f), Sohn 2016: softmax over one positive and N − 1 other classes' positives.
+* :class:`LiftedStructureLoss` — Fig. 2.10(g), Oh Song et al. 2016: each positive pair against every
+  negative of both its members, smoothed by log-sum-exp.
+* :class:`ProxyNCALoss` — Fig. 2.10(j), Movshovitz-Attias et al. 2017: rows against one learned proxy per class.
+* :class:`QuadrupletLoss` — Fig. 2.10(d), Chen et al. 2017: the triplet term plus a second margin
+  against a negative pair that does not contain the anchor.
+
+These four see labelled batches (``needs = "labels"``; the trainer draws m-per-class batches).
 """
 from __future__ import annotations
 
@@ -31,12 +43,27 @@ from ..nn import functional as F
 
 __all__ = ["sq_distance", "label_masks", "all_pairs", "all_triplets", "as_pairs", "Loss", "CosineClassifierLoss",
            "PairRegressionLoss", "ContrastiveLoss", "DoubleMarginContrastiveLoss", "TripletLoss", "JointLoss",
-           "APLoss", "LOSSES", "build"]
+           "APLoss", "NPairLoss", "LiftedStructureLoss", "ProxyNCALoss", "QuadrupletLoss", "sq_distances",
+           "LOSSES", "build"]
 
 
 def sq_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Eq. (2.14): ``D_ij = ||a_i − b_i||²`` for matching rows of ``a`` and ``b`` (B×D each → B)."""
     return (a - b).pow(2).sum(dim=-1)
+
+
+def sq_distances(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. (2.14) for every pair: ``D_ij = ||x_i − y_j||²`` (B×D, M×D → B×M; ``y`` defaults to ``x``).
+
+    Written as ``|x|² + |y|² − 2 x·y`` (one matrix product, a cheap backward), clamped at 0 against
+    rounding; the diagonal of ``sq_distances(x)`` is exactly 0.
+    """
+    same = y is None
+    y = x if same else y
+    d = ((x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2 * x @ y.T).clamp_min(0)
+    if same:
+        d = d * (1 - torch.eye(len(x), dtype=x.dtype, device=x.device))
+    return d
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -314,6 +341,209 @@ class APLoss(Loss):
         return f"bins={self.bins}"
 
 
+def _pair_tuple(indices_tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(a, b, same)`` from a pair tuple, PML's ``(a1, p, a2, n)`` or a triplet tuple (→ pairs (a, p), (a, n))."""
+    if len(indices_tuple) == 3 and indices_tuple[2].dtype != torch.bool:
+        a, p, n = indices_tuple
+        return torch.cat([a, a]), torch.cat([p, n]), torch.arange(2 * len(a), device=a.device) < len(a)
+    return as_pairs(indices_tuple)
+
+
+def _masked_logsumexp(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Row-wise ``log Σ_{mask} exp(x)``; 0 for a row with an empty mask (no NaN in value or gradient)."""
+    out = torch.logsumexp(x.masked_fill(~mask, float("-inf")), dim=1)
+    return torch.where(mask.any(1), out, torch.zeros_like(out))
+
+
+class NPairLoss(Loss):
+    """Sohn's N-pair loss (NeurIPS 2016; Survey Figure 2.10f): one positive among N − 1 other classes' positives.
+
+    The batch gives one pair ``(x_i, x_i⁺)`` per class ``i = 1 … N``. Each anchor ``x_i`` must pick its
+    own positive out of all N positives, whose other N − 1 act as negatives of different classes:
+    ``L_i = log(1 + Σ_{j≠i} exp(s·x_iᵀx_j⁺ − s·x_iᵀx_i⁺))``, i.e. the cross-entropy of the row
+    ``s·x_iᵀ[x_1⁺ … x_N⁺]`` with target ``i``; the loss is the mean over anchors. Uses inner-product
+    SIMILARITIES (not the distance of Eq. 2.14), scaled by ``scale`` (1 = the paper). Sohn also adds
+    an L2 penalty on the embeddings; rows here are L2-normalised, so it is left out.
+
+    From labels, the pair of a class is its first two rows of the batch (classes with one row give
+    none); an ``indices_tuple`` supplies the matching pairs instead, again one per anchor label (the
+    first) — both as pytorch-metric-learning's ``NPairsLoss``. With m-per-class batches, ``m = 2`` is
+    the paper's batch; a larger ``m`` leaves rows unused. Fewer than two pairs: loss 0.
+    Paper: https://papers.nips.cc/paper/6200-improved-deep-metric-learning-with-multi-class-n-pair-loss-objective
+    """
+
+    needs_labels = True
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.scale = scale
+
+    def pairs(self, labels: torch.Tensor, indices_tuple=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(anchors, positives)``: one matching pair per label present among the anchors."""
+        a, p, same = all_pairs(labels) if indices_tuple is None else _pair_tuple(indices_tuple)
+        a, p = a[same], p[same]
+        first = torch.zeros(len(a), dtype=torch.bool, device=a.device)  # the first pair of each anchor label
+        if len(a):
+            la = labels[a]
+            order = torch.argsort(la, stable=True)
+            keep = torch.ones_like(order, dtype=torch.bool)
+            keep[1:] = la[order][1:] != la[order][:-1]
+            first[order[keep]] = True
+        return a[first], p[first]
+
+    def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+        a, p = self.pairs(labels, indices_tuple)
+        if len(a) < 2:
+            return embeddings.sum() * 0
+        logits = self.scale * embeddings[a] @ embeddings[p].T
+        return nn.functional.cross_entropy(logits, torch.arange(len(a), device=logits.device))
+
+    def extra_repr(self):
+        return f"scale={self.scale}"
+
+
+class LiftedStructureLoss(Loss):
+    """Oh Song et al.'s lifted structured loss (CVPR 2016; Survey Figure 2.10g), the smooth log-sum-exp form.
+
+    Every matching pair ``(i, j)`` of the batch is weighed against every non-matching pair that
+    contains ``i`` or ``j``:
+    ``J_ij = log(Σ_{(i,k) neg} exp(α − d_ik) + Σ_{(j,l) neg} exp(α − d_jl)) + d_ij`` and
+    ``L = 1/(2|P|) Σ_{(i,j)∈P} max(0, J_ij)²``, with ``d`` the EUCLIDEAN distance ``||x_i − x_j||``
+    (not squared, as in the paper; unlike Eq. 2.14) and ``α`` the ``margin``. The log-sum-exp is a
+    soft maximum over the negatives, so the hardest negatives dominate but all get a gradient.
+    Computed as the mean over ORDERED matching pairs of ``½·max(0, J)²`` (``J`` is symmetric, so this
+    is the paper's sum), as pytorch-metric-learning's ``LiftedStructureLoss(neg_margin=α, pos_margin=0)``.
+    An ``indices_tuple`` (pairs, PML's 4-tuple or triplets) replaces the labels' pairs: each of its
+    matching pairs then sees the non-matching pairs of the tuple that start at one of its members
+    (a pair listed twice counts once; PML would count it twice, as it does for triplets turned into pairs).
+    No matching or no non-matching pair: loss 0.
+    Paper: https://arxiv.org/abs/1511.06452
+    """
+
+    needs_labels = True
+
+    def __init__(self, margin: float = 1.0):
+        super().__init__()
+        self.margin = margin
+
+    def distances(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """B×B Euclidean distances; the square root is taken above 1e-12 so equal rows give no NaN gradient."""
+        return sq_distances(embeddings).clamp_min(1e-12).sqrt()
+
+    def terms(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+        """``½·max(0, J_ij)²`` per ordered matching pair (in the order of the pairs)."""
+        a, b, same = all_pairs(labels) if indices_tuple is None else _pair_tuple(indices_tuple)
+        i, j = a[same], b[same]
+        if len(i) == 0 or bool(same.all()):
+            return embeddings.sum()[None] * 0
+        d = self.distances(embeddings)
+        neg = torch.zeros_like(d, dtype=torch.bool)
+        neg[a[~same], b[~same]] = True
+        soft = _masked_logsumexp(torch.cat([self.margin - d[i], self.margin - d[j]], 1), torch.cat([neg[i], neg[j]], 1))
+        return 0.5 * torch.relu(soft + d[i, j]).pow(2)
+
+    def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+        return self.terms(embeddings, labels, indices_tuple).mean()
+
+    def extra_repr(self):
+        return f"margin={self.margin}"
+
+
+class ProxyNCALoss(Loss):
+    """Movshovitz-Attias et al.'s Proxy-NCA (ICCV 2017; Survey Figure 2.10j): rows against one proxy per class.
+
+    Each class ``c`` owns a learned proxy ``p_c`` (``num_classes × dim`` parameters, trained with
+    the network); rows are compared with the proxies instead of with each other, so no pairs or
+    triplets need mining. With ``d(x, p) = ||x̂ − p̂||²`` (squared distance of the L2-normalised
+    row and proxy, Eq. 2.14), the loss of a row ``x`` of class ``y`` is
+    ``−log( exp(−s·d(x, p_y)) / Σ_c exp(−s·d(x, p_c)) )``, the mean over rows. The denominator runs
+    over ALL proxies, as in pytorch-metric-learning's ``ProxyNCALoss`` (``softmax_scale = s``); the
+    paper leaves the positive proxy out of it, which makes the loss unbounded below.
+    ``indices_tuple`` is not used (every row meets every proxy). :meth:`init_from_means` starts the
+    proxies at the class means, as the trainer does for the cosine classifier.
+    Paper: https://arxiv.org/abs/1703.07464
+    """
+
+    needs_labels = True
+
+    def __init__(self, dim: int, num_classes: int, scale: float = 1.0, normalize_input: bool = True,
+                 eps: float = F.DEFAULT_EPS):
+        super().__init__()
+        self.dim, self.num_classes, self.scale = dim, num_classes, scale
+        self.normalize_input, self.eps = normalize_input, eps
+        self.proxies = nn.Parameter(torch.randn(num_classes, dim) * dim ** -0.5)
+
+    @torch.no_grad()
+    def init_from_means(self, desc: torch.Tensor, labels: torch.Tensor) -> None:
+        """Start each proxy at its class's summed descriptors (its mean direction)."""
+        self.proxies.copy_(torch.zeros_like(self.proxies).index_add_(0, labels, desc))
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """``−s·d(x, p_c)`` for every row and class (B×num_classes)."""
+        x = F.l2n(embeddings, self.eps) if self.normalize_input else embeddings
+        return -self.scale * sq_distances(x, F.l2n(self.proxies, self.eps))
+
+    def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+        return nn.functional.cross_entropy(self.logits(embeddings), labels)
+
+    def extra_repr(self):
+        return f"dim={self.dim}, num_classes={self.num_classes}, scale={self.scale}"
+
+
+class QuadrupletLoss(Loss):
+    """Chen et al.'s quadruplet loss (CVPR 2017; Survey Figure 2.10d): the triplet term plus a second margin.
+
+    A quadruplet ``(a, p, n1, n2)`` has ``y_a = y_p`` (``a ≠ p``), ``y_n1 ≠ y_a``, ``y_n2 ≠ y_a`` and
+    ``y_n2 ≠ y_n1``. With ``D`` of Eq. (2.14), ``m1`` = ``margin`` and ``m2`` = ``margin2``,
+    ``ℓ = max(0, m1 + D(a, p) − D(a, n1)) + max(0, m2 + D(a, p) − D(n1, n2))``:
+    the first term is the triplet loss (2.17); the second asks the positive pair to be closer, by
+    ``m2``, than a negative pair that does not contain the anchor, so distances become comparable
+    across anchors (the paper takes ``m2 < m1``: the weaker, secondary constraint). The loss is the
+    mean over every quadruplet the labels define (the paper sums over all of a batch); given
+    an ``indices_tuple`` ``(a, p, n1, n2)``, over those. A batch needs rows of at least three classes
+    (with m-per-class batches: ``batch_size ≥ 3·m``); no quadruplet: loss 0.
+    Paper: https://arxiv.org/abs/1704.01719
+    """
+
+    needs_labels = True
+
+    def __init__(self, margin: float = 0.1, margin2: float = 0.05):
+        super().__init__()
+        self.margin, self.margin2 = margin, margin2
+
+    def terms_and_mask(self, embeddings, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """``ℓ`` for every (matching pair, n1, n2) as a P×B×B tensor, and the mask of valid quadruplets."""
+        a, p, same = all_pairs(labels)
+        a, p = a[same], p[same]
+        d = sq_distances(embeddings)
+        other = labels[:, None] != labels[None, :]
+        n1_ok = other[a]  # P×B: y_n1 ≠ y_a
+        mask = n1_ok[:, :, None] & n1_ok[:, None, :] & other[None]  # y_n2 ≠ y_a, y_n2 ≠ y_n1
+        d_ap = d[a, p][:, None]
+        first = torch.relu(self.margin + d_ap - d[a])  # P×B (n1)
+        second = torch.relu(self.margin2 + d_ap[:, :, None] - d[None])  # P×B×B (n1, n2)
+        return first[:, :, None] + second, mask
+
+    def terms(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+        """``ℓ`` per quadruplet (a 1-D tensor)."""
+        if indices_tuple is not None:
+            a, p, n1, n2 = indices_tuple
+            e = embeddings
+            return (torch.relu(self.margin + sq_distance(e[a], e[p]) - sq_distance(e[a], e[n1]))
+                    + torch.relu(self.margin2 + sq_distance(e[a], e[p]) - sq_distance(e[n1], e[n2])))
+        values, mask = self.terms_and_mask(embeddings, labels)
+        return values[mask]
+
+    def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+        if indices_tuple is not None:
+            t = self.terms(embeddings, labels, indices_tuple)
+            return t.mean() if len(t) else embeddings.sum() * 0
+        return masked_mean(*self.terms_and_mask(embeddings, labels))
+
+    def extra_repr(self):
+        return f"margin={self.margin}, margin2={self.margin2}"
+
+
 LOSSES = {
     "ce": CosineClassifierLoss,
     "regression": PairRegressionLoss,
@@ -322,6 +552,10 @@ LOSSES = {
     "triplet": TripletLoss,
     "joint": JointLoss,
     "ap": APLoss,
+    "npair": NPairLoss,
+    "lifted": LiftedStructureLoss,
+    "proxy_nca": ProxyNCALoss,
+    "quadruplet": QuadrupletLoss,
 }
 
 

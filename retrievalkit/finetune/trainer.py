@@ -161,8 +161,9 @@ class FinetuneConfig:
     ``loss``: a key of :data:`retrievalkit.finetune.losses.LOSSES`; ``loss_kwargs`` its arguments.
     Losses of pairs or triplets (contrastive, double_margin, triplet, joint, regression) see
     ``queries`` tuples per epoch of (query, positive, ``negatives`` hardest negatives from a random
-    pool of ``pool`` rows); losses of labels (ce, ap) see ``class_batches`` m-per-class batches of
-    ``batch_size``. ``select``:
+    pool of ``pool`` rows); losses of labels (ce, ap, npair, lifted, proxy_nca, quadruplet) see
+    ``class_batches`` m-per-class batches of ``batch_size`` (npair uses two rows per class: set ``m=2``;
+    quadruplet needs three classes per batch). ``select``:
     ``"val"`` keeps the best validation epoch (an epoch must beat it strictly: on an exact tie the
     earlier one stays) and stops after ``patience`` epochs without gain,
     ``"last"`` keeps the last epoch (no labels needed for selection).
