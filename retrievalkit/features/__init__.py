@@ -5,7 +5,7 @@ scale, per patch), pools every requested layer right away and caches the raw poo
 ``features.get("head", "gem")`` gives L2-normalised ``N×D`` descriptors.
 
 Modules: :mod:`.extraction` (single/multi-scale extraction, :class:`Features`), :mod:`.loading`
-(images → network input), :mod:`.multipass` (grid / pyramid / dense patches, Figure 2.7),
+(images → network input), :mod:`.multipass` (grid / pyramid / dense patches and region proposals, Figure 2.7),
 :mod:`.fusion` (layer- and model-level), :mod:`.cache` (on-disk store).
 """
 from .cache import cache_key, list_cached
@@ -13,7 +13,8 @@ from .extraction import (DEFAULT_POOLINGS, ExtractionPlan, Features, default_bat
                       plan_extraction, weights_digest)
 from .fusion import concat_normalized, fuse_layers, fuse_models
 from .loading import ImageDataset, ImageSource, as_source, to_model_input
-from .multipass import PatchScheme, aggregate_patches, dense_boxes, grid_boxes, make_scheme, pyramid_boxes
+from .multipass import (PatchScheme, ProposalFeatures, ProposalScheme, aggregate_patches, box_iou, dense_boxes,
+                        extract_proposals, grid_boxes, make_scheme, nms, proposal_boxes, pyramid_boxes)
 
 __all__ = [
     "extract", "plan_extraction", "ExtractionPlan", "Features", "DEFAULT_POOLINGS", "default_input",
@@ -21,4 +22,5 @@ __all__ = [
     "concat_normalized", "fuse_layers", "fuse_models",
     "ImageDataset", "ImageSource", "as_source", "to_model_input",
     "PatchScheme", "make_scheme", "grid_boxes", "pyramid_boxes", "dense_boxes", "aggregate_patches",
+    "ProposalScheme", "ProposalFeatures", "extract_proposals", "proposal_boxes", "box_iou", "nms",
 ]
