@@ -22,7 +22,9 @@
 # **Survey.** §2.4.1 "Supervised fine-tuning": classification (Eq. 2.13, Figure 2.9a), a transformation
 # matrix over frozen features (Eq. 2.15, Figure 2.9b), Siamese (Eq. 2.16, Figure 2.10a), triplet
 # (Eq. 2.17, Figure 2.10b), joint triplet + classification (Eq. 2.18, Figure 2.9f), double-margin
-# Siamese (Eq. 2.19, Figure 2.10c) and listwise AP losses; Table 2.3 for the reported numbers.
+# Siamese (Eq. 2.19, Figure 2.10c) and listwise AP losses; Table 2.3 for the reported numbers. Section 5: four
+# more losses of Figure 2.10 from the discussion after Eq. 2.19 — quadruplet (d), N-pair (f), lifted structure
+# (g) and Proxy-NCA (j).
 #
 # **Prerequisites.** notebooks/03 (GeM pooling) and 06 (training a head on frozen maps). **The rule:**
 # training reads only the learning split (objects 1–50); whole objects 41–50 are held out as the
@@ -39,7 +41,14 @@
 # (ECCV 2016, [arXiv:1604.01325](https://arxiv.org/abs/1604.01325)); Radenović, Tolias & Chum, *Fine-tuning CNN
 # image retrieval with no human annotation* (TPAMI 2018, [arXiv:1711.02512](https://arxiv.org/abs/1711.02512)) —
 # GeM and the hard-negative mining used here; Revaud et al., *Learning with average precision: training image
-# retrieval with a listwise loss* (ICCV 2019, [arXiv:1906.07589](https://arxiv.org/abs/1906.07589)).
+# retrieval with a listwise loss* (ICCV 2019, [arXiv:1906.07589](https://arxiv.org/abs/1906.07589)). Section 5:
+# Chen et al., *Beyond triplet loss: a deep quadruplet network for person re-identification* (CVPR 2017,
+# [arXiv:1704.01719](https://arxiv.org/abs/1704.01719)); Sohn, *Improved deep metric learning with multi-class
+# N-pair loss objective* (NeurIPS 2016,
+# [papers.nips.cc](https://papers.nips.cc/paper/6200-improved-deep-metric-learning-with-multi-class-n-pair-loss-objective));
+# Oh Song et al., *Deep metric learning via lifted structured feature embedding* (CVPR 2016,
+# [arXiv:1511.06452](https://arxiv.org/abs/1511.06452)); Movshovitz-Attias et al., *No fuss distance metric
+# learning using proxies* (ICCV 2017, [arXiv:1703.07464](https://arxiv.org/abs/1703.07464)).
 
 # %%
 import matplotlib.pyplot as plt
@@ -420,6 +429,117 @@ for method in METHODS:
               "either way.")
 
 # %% [markdown]
+# ## 5 · More losses of Figure 2.10
+#
+# The survey's discussion after Eq. 2.19 (§2.4.1.2) names losses that put more samples into one term;
+# Figure 2.10 sketches them. Four are in the library (`L.LOSSES` keys `quadruplet`, `npair`, `lifted`,
+# `proxy_nca`), all fed labelled batches, and the tests check three of them against pytorch-metric-learning
+# and the quadruplet loss against a loop over every quadruplet.
+#
+# **Quadruplet** (Chen et al., Figure 2.10d). Take an anchor and positive of one class and negatives $n_1$, $n_2$
+# of two *other, different* classes. Besides the triplet term, the positive pair must also be closer than a
+# negative pair that does not touch the anchor, by a smaller margin $m_2 < m_1$ — which makes distances
+# comparable across anchors, not only around each one:
+#
+# $$L_{Quad} = \max\bigl(0,\ m_1 + D(x_a, x_p) - D(x_a, x_{n_1})\bigr) + \max\bigl(0,\ m_2 + D(x_a, x_p) - D(x_{n_1}, x_{n_2})\bigr).$$
+#
+# **N-pair** (Sohn, Figure 2.10f). The batch is $N$ pairs $(x_i, x_i^+)$ of $N$ different classes; the other
+# $N-1$ positives serve as anchor $i$'s negatives. With inner products $f_i^\top f_j^+$ of the descriptors, anchor
+# $i$ must pick out its own positive, a softmax cross-entropy over $N$ candidates:
+#
+# $$L_{N\text{-}pair} = \frac1N \sum_{i=1}^{N} \log\Bigl(1 + \sum_{j \ne i} \exp\bigl(f_i^\top f_j^+ - f_i^\top f_i^+\bigr)\Bigr).$$
+#
+# **Lifted structure** (Oh Song et al., Figure 2.10g). Each matching pair $(i, j)$ faces *every* negative of
+# either member, combined by a log-sum-exp — a smooth maximum that lets the hardest negatives dominate while
+# all get a gradient. Here $d$ is the Euclidean distance (not squared, as in the paper), $\alpha$ a margin and
+# $P$ the set of matching pairs:
+#
+# $$J_{ij} = \log\Bigl(\sum_{k:\,y_k \ne y_i} e^{\alpha - d_{ik}} + \sum_{l:\,y_l \ne y_j} e^{\alpha - d_{jl}}\Bigr) + d_{ij},
+# \qquad L_{Lifted} = \frac{1}{2|P|} \sum_{(i,j) \in P} \max(0, J_{ij})^2.$$
+#
+# **Proxy-NCA** (Movshovitz-Attias et al., Figure 2.10j). One learned *proxy* $p_c$ per class stands in for
+# the class's samples, so a row is compared with $C$ proxies instead of with other rows and nothing needs
+# mining. With $\hat{\ }$ marking L2 normalisation and a scale $s$,
+#
+# $$L_{Proxy} = -\log \frac{\exp\bigl(-s\,D(\hat x, \hat p_y)\bigr)}{\sum_{c} \exp\bigl(-s\,D(\hat x, \hat p_c)\bigr)}.$$
+#
+# (The library's denominator runs over all proxies, as pytorch-metric-learning's does; the paper leaves out
+# $p_y$, which makes the loss unbounded below.) Each loss's `terms(x, labels)` returns its terms before the
+# mean. On a toy batch of 4 objects × 3 views, how many terms does each loss have, and how many still push?
+
+# %%
+g = torch.Generator().manual_seed(7)
+centres = rk.nn.functional.l2n(torch.randn(4, 8, generator=g))
+y_toy = torch.arange(4).repeat_interleave(3)  # 4 objects × 3 views
+x_toy = rk.nn.functional.l2n(centres[y_toy] + 0.5 * torch.randn(12, 8, generator=g))
+a_t, p_t, n_t = L.all_triplets(y_toy)
+d_toy = L.sq_distances(x_toy)
+proxy_nca = L.ProxyNCALoss(8, 4)
+proxy_nca.init_from_means(x_toy, y_toy)  # proxies at the class means, as the trainer starts them
+more_losses = {
+    "triplet, Eq. 2.17": (L.TripletLoss(0.1), (0.1 + d_toy[a_t, p_t] - d_toy[a_t, n_t]).clamp(min=0), "triplet"),
+    "quadruplet, Fig. 2.10d": (L.QuadrupletLoss(0.1, 0.05), None, "quadruplet"),
+    "N-pair, Fig. 2.10f": (L.NPairLoss(), None, "anchor (one pair per class)"),
+    "lifted structure, Fig. 2.10g": (L.LiftedStructureLoss(1.0), None, "ordered matching pair"),
+    "Proxy-NCA, Fig. 2.10j": (proxy_nca, None, "row"),
+}
+rows = []
+with torch.no_grad():
+    for name, (loss, terms, unit) in more_losses.items():
+        terms = loss.terms(x_toy, y_toy) if terms is None else terms
+        rows.append({"loss": name, "value": loss(x_toy, y_toy).item(), "one term per": unit, "terms": len(terms),
+                     "share non-zero": (terms > 0).float().mean().item()})
+more_table = pd.DataFrame(rows).set_index("loss")
+more_table.round(3)
+
+# %%
+share = more_table["share non-zero"]
+n_neg = 2 * int((y_toy != 0).sum())  # negatives of both members of a matching pair
+floor = np.log(n_neg) + 1.0 - 2.0  # J ≥ log(n_neg) + α − max d, and d ≤ 2 on unit vectors
+print(f"The hinge losses switch off what they already satisfy: {share.iloc[0]:.0%} of the triplets and "
+      f"{share.iloc[1]:.0%} of the quadruplets still push. N-pair and Proxy-NCA are softmax cross-entropies: "
+      f"{min(share.iloc[2], share.iloc[4]):.0%} of their terms are above zero, smaller when satisfied but never off. "
+      f"The lifted loss is a hinge, yet its log-sum-exp over the {n_neg} negatives of a pair is at least "
+      f"log({n_neg}) + α − 2 = {floor:.2f} {'>' if floor > 0 else '≤'} 0 on unit vectors with α = 1, so {share.iloc[3]:.0%} of its pairs push.")
+
+# %% [markdown]
+# Write the lifted structure term of one matching pair. (Training with any of the four is
+# `T.finetune(learn, val, T.FinetuneConfig(loss="lifted"))`; N-pair wants two views per object in a batch,
+# `m=2`, and the quadruplet loss at least three objects per batch.)
+
+# %% nbgrader={"grade": false, "grade_id": "lifted_pair", "locked": false, "schema_version": 3, "solution": true}
+def my_lifted_pair(x, labels, i, j, margin=1.0):
+    """Lifted structured loss of ONE matching pair (i, j): ½·max(0, J_ij)² (Oh Song et al.; survey Fig. 2.10g).
+
+    x: (B, D) tensor of rows; labels: (B,) tensor; i ≠ j with labels[i] == labels[j]. d is the Euclidean
+    distance (NOT squared); J_ij = log(Σ_{k: y_k ≠ y_i} exp(margin − d_ik) + Σ_{l: y_l ≠ y_j} exp(margin − d_jl)) + d_ij.
+    Returns a scalar tensor.
+    """
+    ### BEGIN SOLUTION
+    d = torch.cdist(x, x)
+    neg = labels != labels[i]  # y_i = y_j: both members have the same negatives
+    soft = torch.logsumexp(torch.cat([margin - d[i, neg], margin - d[j, neg]]), dim=0)
+    return 0.5 * (soft + d[i, j]).clamp(min=0) ** 2
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "lifted_pair_check", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+gen = torch.Generator().manual_seed(94)
+cases = []
+for size, classes, i, margin in ((8, 3, 0, 1.0), (12, 4, 1, 0.5), (10, 2, 3, 2.0)):
+    x = 2 * torch.randn(size, 6, generator=gen, dtype=torch.float64)  # rows of any length
+    cases.append((x, torch.arange(size) % classes, i, i + classes, margin))  # rows i and i + classes match
+
+
+def library_lifted_pair(x, labels, i, j, margin):
+    a, b, same = L.all_pairs(labels)
+    k = ((a[same] == i) & (b[same] == j)).nonzero().item()  # the pair's place among the matching pairs
+    return L.LiftedStructureLoss(margin).terms(x, labels)[k]
+
+
+rk.grading.check(my_lifted_pair, library_lifted_pair, cases, name="my_lifted_pair")
+
+# %% [markdown]
 # ## What to notice
 #
 # * Every loss is a few tensor operations on distances; what differs is *which* pairs get a gradient:
@@ -430,6 +550,8 @@ for method in METHODS:
 # * The gain or loss of each method is printed in section 4 from this run's numbers. Table 2.3's landmark
 #   results come from training and test images of the same domain (buildings); here the test objects are new.
 # * The validation curve, not the test score, picks the epoch. The test split never chooses anything.
+# * The losses of section 5 differ in what a term holds (a quadruplet, one pair per class, all negatives of a
+#   pair, a proxy per class) and in whether satisfied terms go silent: the shares printed there say which.
 #
 # ## Questions
 #

@@ -30,7 +30,8 @@ More losses of Figure 2.10 (Survey §2.4.1.2, discussion), each checked against 
 * :class:`QuadrupletLoss` — Fig. 2.10(d), Chen et al. 2017: the triplet term plus a second margin
   against a negative pair that does not contain the anchor.
 
-These four see labelled batches (``needs = "labels"``; the trainer draws m-per-class batches).
+These four see labelled batches (``needs = "labels"``; the trainer draws m-per-class batches);
+``terms(embeddings, labels)`` gives each one's loss per anchor / pair / quadruplet before the mean.
 """
 from __future__ import annotations
 
@@ -391,12 +392,15 @@ class NPairLoss(Loss):
             first[order[keep]] = True
         return a[first], p[first]
 
-    def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+    def terms(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+        """``L_i`` per anchor (one per pair of :meth:`pairs`)."""
         a, p = self.pairs(labels, indices_tuple)
-        if len(a) < 2:
-            return embeddings.sum() * 0
         logits = self.scale * embeddings[a] @ embeddings[p].T
-        return nn.functional.cross_entropy(logits, torch.arange(len(a), device=logits.device))
+        return nn.functional.cross_entropy(logits, torch.arange(len(a), device=logits.device), reduction="none")
+
+    def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+        t = self.terms(embeddings, labels, indices_tuple)
+        return t.mean() if len(t) > 1 else embeddings.sum() * 0
 
     def extra_repr(self):
         return f"scale={self.scale}"
@@ -483,8 +487,12 @@ class ProxyNCALoss(Loss):
         x = F.l2n(embeddings, self.eps) if self.normalize_input else embeddings
         return -self.scale * sq_distances(x, F.l2n(self.proxies, self.eps))
 
+    def terms(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
+        """The loss of each row (B)."""
+        return nn.functional.cross_entropy(self.logits(embeddings), labels, reduction="none")
+
     def forward(self, embeddings, labels=None, indices_tuple=None) -> torch.Tensor:
-        return nn.functional.cross_entropy(self.logits(embeddings), labels)
+        return self.terms(embeddings, labels).mean()
 
     def extra_repr(self):
         return f"dim={self.dim}, num_classes={self.num_classes}, scale={self.scale}"
