@@ -9,8 +9,9 @@ notebooks/07_hashing and notebooks/08_indexing_and_efficiency.
     S, I = hashing.hamming_search(q, db, k=10)     # scores K − 2·Hamming, best first, ties: lower id first
 
 Modules: :mod:`.codes` (estimators, packing), :mod:`.deep` (hash head, losses, regularisers,
-trainer — imports torch, loaded on first use), :mod:`.metrics` (bit balance / correlation /
-entropy), :mod:`.search` (faiss binary indexes, NumPy popcount reference).
+trainer), :mod:`.autoencoder` (unsupervised codes from an autoencoder's bottleneck, survey
+§2.4.2.2) — these two import torch and are loaded on first use —, :mod:`.metrics` (bit balance /
+correlation / entropy), :mod:`.search` (faiss binary indexes, NumPy popcount reference).
 """
 from __future__ import annotations
 
@@ -20,13 +21,17 @@ from .codes import HASHERS, ITQ, LSH, PCASign, pack_codes, quantization_loss, to
 from .metrics import bit_balance, bit_correlation, bit_entropy, code_report, fraction_of_ones, mean_abs_correlation
 from .search import binary_index, hamming_distances, hamming_search, hamming_search_numpy
 
-_DEEP = {"DeepHash", "HashHead", "LOSSES", "hash_centers"}
+_LAZY = {  # torch modules, loaded on first use
+    "deep": {"DeepHash", "HashHead", "LOSSES", "hash_centers"},
+    "autoencoder": {"AutoencoderHash", "autoencoder_loss"},
+}
 
 
 def __getattr__(name: str):
-    if name == "deep" or name in _DEEP:
-        deep = importlib.import_module(f"{__name__}.deep")
-        return deep if name == "deep" else getattr(deep, name)
+    for module, names in _LAZY.items():
+        if name == module or name in names:
+            mod = importlib.import_module(f"{__name__}.{module}")
+            return mod if name == module else getattr(mod, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -34,5 +39,5 @@ __all__ = [
     "LSH", "PCASign", "ITQ", "HASHERS", "pack_codes", "unpack_codes", "to_bits", "to_signs", "quantization_loss",
     "fraction_of_ones", "bit_balance", "bit_correlation", "mean_abs_correlation", "bit_entropy", "code_report",
     "binary_index", "hamming_distances", "hamming_search", "hamming_search_numpy",
-    "DeepHash", "HashHead", "LOSSES", "hash_centers",
+    "DeepHash", "HashHead", "LOSSES", "hash_centers", "AutoencoderHash", "autoencoder_loss",
 ]
