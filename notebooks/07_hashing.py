@@ -17,10 +17,11 @@
 # **Goals.** See why a hash function is trained through a `tanh` relaxation of `sign`, what the two
 # code-quality regularisers (bit balance, bit uncorrelation) do to a code, derive ITQ in a few lines and
 # check it against the library, then trace mAP against code length on COIL-100 and Fashion-MNIST for
-# LSH, PCA-sign, ITQ and a deep hash head.
+# LSH, PCA-sign, ITQ and a deep hash head, and train a hash code without labels, from an autoencoder.
 #
 # **Survey.** §2.3.2.4 "Deep hash embedding" (Eq. 2.12, `b = h(f(x))`; bit balance `b·1 = 0` and bit
-# uncorrelation `bbᵀ = I`), §2.1.2 challenge 3 (accuracy against efficiency).
+# uncorrelation `bbᵀ = I`), §2.1.2 challenge 3 (accuracy against efficiency), §2.4.2.2 (autoencoders for
+# unsupervised hashing).
 #
 # **Prerequisites.** notebooks/03 (GeM pooling) and 04 (PCA). **The rule:** every encoder is fitted on
 # the learning split only (COIL-100 objects 1–50; Fashion-MNIST's train split, which is also its
@@ -292,8 +293,76 @@ print(f"• {long_} bits = {long_ // 8} bytes per image against {float_bytes} by
 # The deep head is trained with labels. On Fashion-MNIST the queries come from the same 10 classes as
 # the training images; on COIL-100 the test objects are classes the head never saw — hashing with
 # labels learns categories, not a general similarity.
+
+# %% [markdown]
+# ## 4 · Unsupervised hashing with an autoencoder (survey §2.4.2.2)
 #
-# ## 4 · The contrast: best vs worst hasher at one code length
+# The deep head above needs labels. An **autoencoder** learns a code without any: an encoder squeezes a
+# descriptor into $K$ numbers, a decoder rebuilds the descriptor from them, and both are trained so the
+# round trip loses as little as possible. Make the bottleneck a relaxed binary code and it is a hash
+# function — the idea of *semantic hashing* (Salakhutdinov & Hinton, Int. J. Approx. Reasoning 2009,
+# [doi:10.1016/j.ijar.2008.11.006](https://doi.org/10.1016/j.ijar.2008.11.006)); the survey lists
+# autoencoders among the unsupervised frameworks for hash learning (§2.4.2.2, §2.3.2.4).
+#
+# **The objective.** For a batch of $B$ standardised descriptors $\tilde x_i\in\mathbb{R}^D$ (centred and
+# scaled with learning-split statistics), encoder $f_\theta$ and decoder $g_\phi$:
+# $$h_i = \tanh\big(f_\theta(\tilde x_i)\big)\in(-1,1)^K,\qquad \hat x_i = g_\phi(h_i),$$
+# $$\mathcal{L}(\theta,\phi) = \underbrace{\frac{1}{BD}\sum_{i=1}^{B}\lVert \tilde x_i-\hat x_i\rVert_2^2}_{\text{reconstruction}}
+#   \;+\;\lambda\,\underbrace{\frac{1}{BK}\sum_{i=1}^{B}\sum_{k=1}^{K}\big(|h_{ik}|-1\big)^2}_{\text{quantisation}},
+#   \qquad b_i = \operatorname{sign}(h_i) .$$
+# The quantisation term is the same as the deep head's: it pulls the bottleneck to the corners $\pm1$ so that
+# the test-time `sign` changes little. No label appears anywhere.
+
+# %% nbgrader={"grade": false, "grade_id": "ae_objective", "locked": false, "schema_version": 3, "solution": true}
+def my_ae_objective(x, h, x_hat, lam):
+    """The autoencoder-hashing objective of one batch (a scalar tensor).
+
+    x: (B, D) standardised inputs, h: (B, K) tanh bottleneck, x_hat: (B, D) reconstructions, lam: the
+    quantisation weight λ. Mean squared reconstruction error over all B·D entries, plus λ times the
+    mean over all B·K entries of (|h| − 1)².
+    """
+    ### BEGIN SOLUTION
+    return ((x - x_hat) ** 2).mean() + lam * ((h.abs() - 1) ** 2).mean()
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "ae_objective_check", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+gen = torch.Generator().manual_seed(74)
+cases = [(torch.randn(b, d, generator=gen), torch.tanh(torch.randn(b, k, generator=gen)), torch.randn(b, d, generator=gen), lam)
+         for b, d, k, lam in [(4, 6, 3, 0.1), (16, 32, 8, 1.0), (5, 10, 12, 0.0)]]
+rk.grading.check(my_ae_objective, lambda x, h, x_hat, lam: rk.hashing.autoencoder_loss(x, h, x_hat, quantization=lam),
+                 cases, name="my_ae_objective")
+
+# %% [markdown]
+# Train `rk.hashing.AutoencoderHash` on the COIL-100 learning rows — descriptors only, the labels stay
+# unused — and score its codes with the same Hamming search and mAP as the table of section 3. Here encoder
+# and decoder are linear (`hidden=None`): each bit is then the sign of a learned projection, like ITQ's, and
+# training takes seconds. (The library's default puts a hidden layer on each side; try `hidden=256`.)
+
+# %%
+AE_EPOCHS = 10 if SMALL else 30
+ae_rows = []
+for n_bits in BITS:
+    ae = rk.hashing.AutoencoderHash(n_bits, hidden=None, epochs=AE_EPOCHS, lr=3e-3, seed=0).fit(coil_data.x_learn)
+    _, ids = rk.hashing.hamming_search(ae.encode(coil_data.x_query), ae.encode(coil_data.x_db), len(coil_data.x_db))
+    rec = [r["reconstruction"] for r in ae.history_]
+    ae_rows.append({"bits": n_bits, "autoencoder": H.score_ranking(coil_data, ids)["mAP"],
+                    "reconstruction_first": rec[0], "reconstruction_last": rec[-1]})
+coil_scores = scores[scores["dataset"] == "coil100"].pivot_table(index="bits", columns="method", values="mAP")
+ae_table = pd.DataFrame(ae_rows).set_index("bits").join(coil_scores[["lsh", "itq", "deep"]])
+ae_table.round(3)
+
+# %%
+names = {"lsh": "LSH", "itq": "ITQ", "deep": "the supervised deep head"}
+for n_bits, r in ae_table.iterrows():
+    versus = lambda other: (f"{'above' if r['autoencoder'] > r[other] else 'below'} "  # noqa: E731
+                            f"{names[other]} ({r[other]:.3f})")
+    print(f"COIL-100, {n_bits} bits: autoencoder codes {r['autoencoder']:.3f} mAP — {versus('lsh')}, {versus('itq')}, "
+          f"{versus('deep')}; reconstruction error {r['reconstruction_first']:.3f} after epoch 1 → "
+          f"{r['reconstruction_last']:.3f} after epoch {AE_EPOCHS}.")
+
+# %% [markdown]
+# ## 5 · The contrast: best vs worst hasher at one code length
 
 # %%
 at = scores[(scores["method"] != "float") & (scores["bits"] == long_)]
@@ -353,3 +422,21 @@ for dataset, part in at.groupby("dataset", sort=False):
 # strong balance term forces it to 50 %, so it must cut through classes, putting similar images on
 # both sides; the similarity loss loses against the regulariser and images of one class get more
 # distant codes. Balance is a property of good codes on average, not a goal worth any price.
+
+# %% [markdown]
+# **Question 5.** The autoencoder never sees a label. Why can its code still rank better than LSH's at the
+# same length (compare the sentences printed in section 4)? And what does its objective not know about
+# similarity — when would its codes lose to a label-trained head, or to ITQ?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "q_autoencoder", "locked": false, "points": 1, "schema_version": 3, "solution": true}
+# LSH's hyperplanes are random: most of them cut through directions in which the descriptors barely vary or
+# vary only by noise, so many bits are spent on nothing. To rebuild a descriptor from $K$ numbers the
+# autoencoder must keep the directions of largest variance (without the tanh, the best linear autoencoder
+# spans exactly PCA's top-$K$ subspace), and on pooled CNN descriptors much of that variance is what separates objects — so its bits are
+# placed where the data differ, like PCA-sign and ITQ. But reconstruction rewards keeping *whatever* varies:
+# a strong change of background, lighting or pose costs as much reconstruction error as a change of object, so
+# the code spends bits on it, and two views of one object can get distant codes. Nothing in the loss says which
+# pairs should be close; a head trained with labels (or pseudo-labels from clusters or kNN graphs, as the survey
+# describes) is told that. Trained by a few epochs of gradient steps it also only approaches PCA's subspace,
+# while ITQ computes that subspace exactly and then rotates it towards the hypercube's corners, so it need not
+# beat ITQ; the sentences printed in section 4 show where it lands on this run.

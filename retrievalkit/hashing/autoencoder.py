@@ -81,8 +81,9 @@ class AutoencoderHash(Estimator):
     Trained with Adam through the package's one loop (:func:`retrievalkit.train.loop.fit`, ``select="last"``:
     without labels there is nothing to select an epoch on) on :func:`autoencoder_loss`. The input is
     centred and scaled with learning-row statistics (one global scale, mean squared entry 1) and the
-    decoder rebuilds those standardised rows. ``hidden=None`` makes both sides linear (then the
-    optimum without the quantisation term spans the top principal subspace, like PCA-sign's).
+    decoder rebuilds those standardised rows. ``hidden=None`` makes both sides linear, so each bit is
+    the sign of a learned projection (without the tanh and the quantisation term, the best linear
+    autoencoder spans the top principal subspace, PCA-sign's).
     ``history_`` has one record per epoch: ``train_loss``, ``reconstruction``, ``quantization``.
     Seeded (weights, shuffling) without touching the global RNG; deterministic kernels.
 
