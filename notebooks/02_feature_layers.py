@@ -46,6 +46,7 @@ SMALL = rk.config.SMALL
 BACKBONE = "efficientnet_lite0"
 SCHEMES = ("grid", "pyramid") if SMALL else offtheshelf.MULTIPASS_SCHEMES
 PASS_SIDE = 96 if SMALL else offtheshelf.MULTIPASS_SIDE
+PROPOSE_SIDE = 160 if SMALL else 224  # input side of the proposing pass (a 5×5 or 7×7 last map)
 
 # %%
 coil = offtheshelf.Coil(small=SMALL, progress=False)
@@ -309,8 +310,8 @@ print(f"3×3 grid with 25% overlap: {len(grid3)} patches of about {grid3[0][2] -
 # in **two passes**:
 #
 # 1. one forward pass over the whole image gives the last conv map $F\in\mathbb R^{C\times h\times w}$;
-#    its channel sum $A(i,j)=\sum_c F_c(i,j)$ says where the network responds (the spatial attention of
-#    survey §2.3.2, Figure 2.8b);
+#    its channel sum $A(i,j)=\sum_c F_c(i,j)$ says where the network responds (the non-parametric
+#    spatial attention of survey §2.3.2.3, Figure 2.8b);
 # 2. $A$ is thresholded at its mean and at its 75 % and 90 % quantiles; each connected blob of cells above a
 #    threshold gives the bounding box of its cells, scaled to pixels and scored by the activation it holds,
 #    $s=\sum_{(i,j)\in\text{blob}}A(i,j)$;
@@ -321,7 +322,7 @@ print(f"3×3 grid with 25% overlap: {len(grid3)} patches of about {grid3[0][2] -
 # 4. a second round of passes describes each kept region, merged per image exactly like grid patches.
 
 # %%
-scheme = rk.features.ProposalScheme()
+scheme = rk.features.ProposalScheme(side=PROPOSE_SIDE)
 last_layer = rk.backbones.get_spec(BACKBONE).default_layer
 first_pass = rk.features.extract([test.db_paths[0]], BACKBONE, [last_layer], ["gem"], size=scheme.side,
                                  resize="fixed", keep_maps=True, progress=False)
@@ -386,7 +387,8 @@ for protocol in ("all", "hard"):
           f"proposals {proposal_scores[protocol]['mAP']:.3f} mAP")
 print(f"forward passes per image: single 1, grid {by_variant.loc[('multi-pass grid', 'all'), 'forwards_per_image']:.0f}, "
       f"proposals {proposed.forwards_per_image:.2f} on average (1 proposing pass + "
-      f"{proposed.forwards_per_image - 1:.2f} regions); {pass_slice.name} slice of "
+      f"{proposed.forwards_per_image - 1:.2f} regions at {PASS_SIDE} px; the proposing pass runs at {scheme.side} px); "
+      f"{pass_slice.name} slice of "
       f"{len(proposed)} images ({'SMALL' if SMALL else 'full'} mode)")
 
 # %% [markdown]

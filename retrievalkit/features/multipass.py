@@ -11,7 +11,7 @@ whole-image pass whose channel-summed last conv map is thresholded into connecte
 The survey's proposals come from selective search, EdgeBoxes or a trained region proposal network;
 OpenCV's selective search lives in ``opencv-contrib`` (``cv2.ximgproc``), which this project does
 not install, and EdgeBoxes needs a trained edge model, so the proposals here come from the
-network's own activations — the "probabilistic proposals" idea of §2.3.2 (Fig. 2.8) without training.
+network's own activations — the "probabilistic proposals" idea of §2.3.2.3 (Fig. 2.8) without training.
 
 Every patch is cropped from the (query-cropped) original image, resized like a whole image
 would be, and sent through the network, so a scheme with ``k`` patches costs ``k`` forward
