@@ -83,3 +83,50 @@ def depth_panels(offtheshelf, within, pooling: str = "gem"):
         ax.set_title(f"(b) within {net}", fontsize=9)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
+
+
+def handcrafted_bars(baseline, offtheshelf):
+    """Deep vs handcrafted per dataset: colour histogram, RootSIFT BoW/VLAD/FV, and the CNN descriptor picked on
+    SOP's learning products (§2.3.2.2, §2.1 question 1)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    best = offtheshelf.loc[offtheshelf["learn_mAP"].idxmax()]
+    cnn = offtheshelf[(offtheshelf["network"] == best["network"]) & (offtheshelf["pooling"] == best["pooling"])]
+    data = headline(pd.concat([baseline, cnn.assign(stage=f"CNN: {best['network']} {best['pooling'].upper()}")],
+                              ignore_index=True))
+    data = data.assign(dataset=data["dataset"].map(LABEL))
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    sns.barplot(data=data, x="dataset", y="mAP", hue="stage", ax=ax)
+    ax.set_xlabel("")
+    ax.set_ylim(0, 1.0)
+    ax.legend(fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+    ax.set_title("Deep vs handcrafted on real photos (every codebook learned on SOP's learning products)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def dimension_lines(dimension):
+    """Figure 2.13(b) on real photos: mAP vs PCA-w width per dataset, the native width as a dashed level."""
+    import matplotlib.pyplot as plt
+
+    data = headline(dimension)
+    fig, ax = plt.subplots(figsize=(6.0, 3.4))
+    for k, (name, part) in enumerate(data.groupby("dataset", sort=False)):
+        colour = f"C{k}"
+        curve = part[part["recipe"] == "pca_w"].sort_values("dim")
+        ax.plot(curve["dim"], curve["mAP"], marker="o", color=colour, label=f"{LABEL[name]}, PCA-w")
+        native = part[part["recipe"] == "native"]
+        if len(native):
+            ax.axhline(native["mAP"].iloc[0], color=colour, linestyle="--", linewidth=1,
+                       label=f"{LABEL[name]}, native {int(native['dim'].iloc[0])}-d")
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("dimension after PCA-whitening")
+    ax.set_ylabel("mAP")
+    ax.set_ylim(0, 1.0)
+    ax.legend(fontsize=7, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    ax.set_title(f"Dimension on real photos ({data['network'].iloc[0]} {data['pooling'].iloc[0].upper()})", fontsize=9)
+    fig.tight_layout()
+    return fig

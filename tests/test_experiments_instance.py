@@ -83,16 +83,34 @@ def test_sop_finetuning_learns_on_learning_products_and_scores_test_products(set
     assert {r["method"] for r in frame.attrs["per_query"]} == {"off-the-shelf", "triplet"}
 
 
-def test_rootsift_vlad_learns_its_codebook_on_sop_learning_photos_only(sets, monkeypatch):
+def test_rootsift_codebooks_learn_on_sop_learning_photos_only(sets, monkeypatch):
+    from retrievalkit import artifacts
     from retrievalkit import embedding as emb
 
     fitted = []
-    real_fit = emb.KMeansCodebook.fit
-    monkeypatch.setattr(emb.KMeansCodebook, "fit", lambda self, X, **kw: (fitted.append(X), real_fit(self, X, **kw))[1])
+    for cls in (emb.KMeansCodebook, emb.GMMCodebook):
+        real_fit = cls.fit
+        monkeypatch.setattr(cls, "fit", lambda self, X, _fit=real_fit, **kw: (fitted.append(X), _fit(self, X, **kw))[1])
+    monkeypatch.setattr(artifacts, "cached", lambda kind, key, compute, version=0: compute())  # fit, do not read back
     monkeypatch.setattr(I, "DATASETS", ("rparis6k_mini",))  # cropped queries: their own SIFT
-    frame = I.rootsift_vlad(sets)
+    frame = I.rootsift_embeddings(sets)
     learn = sets.dataset(I.LEARN)
-    assert len(fitted) == 1 and fitted[0].n_images == learn.n_db
+    assert len(fitted) == 3 and all(x.n_images == learn.n_db for x in fitted)  # BoW and VLAD words, FV's GMM
     rows = frame[frame["dataset"] == "rparis6k_mini"]
+    assert set(rows["stage"]) == {"RootSIFT-BoW", "RootSIFT-VLAD", "RootSIFT-FV"}
     assert set(rows["protocol"]) == {"easy", "medium", "hard"} and rows["mAP"].between(0, 1).all()
     assert {r["query"] for r in frame.attrs["per_query"]} == set(range(sets.dataset("rparis6k_mini").n_queries))
+
+
+def test_dimension_whitens_with_sop_learning_rows_below_their_rank(sets, monkeypatch):
+    monkeypatch.setattr(I, "DATASETS", ("smvs_dvd",))
+    best = {"network": sets.networks[0], "pooling": "gem"}
+    learned = []
+    real = I.pca_whiten
+    monkeypatch.setattr(I, "pca_whiten", lambda learn, x, dim: (learned.append(learn.shape), real(learn, x, dim))[1])
+    frame = I.dimension(sets, best, dims=(8, 16, 10_000))
+    n_learn = sets.dataset(I.LEARN).n_db
+    assert learned and all(shape[0] == n_learn for shape in learned)
+    rows = frame[frame["protocol"] == "all"]
+    assert sorted(rows.loc[rows["recipe"] == "pca_w", "dim"]) == [8, 16]  # 10,000 is above the rank: skipped
+    assert rows.loc[rows["recipe"] == "native", "dim"].item() > 16 and rows["mAP"].between(0, 1).all()

@@ -287,23 +287,75 @@ def finetune_sop(sets: Sets, methods=None) -> pd.DataFrame:
     return _frame(rows, pq)
 
 
-VLAD_K, SMALL_VLAD_K = 64, 16  # visual words of the RootSIFT-VLAD baseline (Jégou et al. 2010 use 16–256)
+# Handcrafted embeddings of RootSIFT (§2.3.2.2), every codebook learned on SOP's learning photos. Sizes as
+# the COIL-100 embedding step's table (BoW 1,024 words, VLAD 64 words, FV 16 Gaussians); SMALL mode shrinks them.
+ROOTSIFT_K = {"bow": 1024, "vlad": 64, "fv": 16}
+SMALL_ROOTSIFT_K = {"bow": 256, "vlad": 16, "fv": 8}
+ROOTSIFT_STAGE = {"bow": "RootSIFT-BoW", "vlad": "RootSIFT-VLAD", "fv": "RootSIFT-FV"}
+CODEBOOK_VERSION = 1  # of the cached RootSIFT codebooks and idf: bump when their fit changes
 
 
-def rootsift_vlad(sets: Sets) -> pd.DataFrame:
-    """The handcrafted baseline of §2.3.2.2: RootSIFT aggregated by VLAD, its codebook learned on SOP's learning products."""
+def rootsift_encoders(sets: Sets) -> dict:
+    """BoW (tf-idf), VLAD and FV encoders of RootSIFT, their codebooks (and idf) learned on SOP's learning
+    photos only and cached by those descriptors and settings (:mod:`retrievalkit.artifacts`)."""
+    from .. import artifacts
     from .. import embedding as emb
     from .embedding import sift_local
 
-    k = SMALL_VLAD_K if sets.small else VLAD_K
     learn = sift_local(sets.dataset(LEARN).db_paths, progress=sets.progress)
-    vlad = emb.VLAD(emb.KMeansCodebook(k=k, seed=0).fit(learn, split="learn"))
+    data = artifacts.fingerprint(learn.descriptors, learn.image_index, np.int64(learn.n_images))
+    ks = SMALL_ROOTSIFT_K if sets.small else ROOTSIFT_K
+
+    def fitted(book):
+        return artifacts.cached("codebook", {"data": data, **artifacts.settings(book)},
+                                lambda: book.fit(learn, split="learn"), version=CODEBOOK_VERSION)
+
+    words = fitted(emb.KMeansCodebook(k=ks["bow"], seed=0))
+    bow = emb.BoW(words)
+    bow.idf_ = artifacts.cached("bow_idf", {"data": data, **artifacts.settings(words)},
+                                lambda: bow.fit_idf(learn, split="learn").idf_, version=CODEBOOK_VERSION)
+    bow.n_learning_images_ = learn.n_images
+    return {"bow": bow, "vlad": emb.VLAD(fitted(emb.KMeansCodebook(k=ks["vlad"], seed=0))),
+            "fv": emb.FisherVector(fitted(emb.GMMCodebook(k=ks["fv"], seed=0)))}
+
+
+def rootsift_embeddings(sets: Sets) -> pd.DataFrame:
+    """The handcrafted side of §2.3.2.2 on every set: RootSIFT aggregated by BoW, VLAD and FV."""
+    from .embedding import sift_local
+
+    encoders = rootsift_encoders(sets)
+    ks = SMALL_ROOTSIFT_K if sets.small else ROOTSIFT_K
     out, pq = [], []
     for name in DATASETS:
         ds = sets.dataset(name)
-        db = vlad.encode(sift_local(ds.db_paths, progress=sets.progress))
+        db_local = sift_local(ds.db_paths, progress=sets.progress)
         index = ds.query_rows_in_db
-        q = db[index] if index is not None else vlad.encode(
-            sift_local(ds.query_paths, bboxes=ds.query_bboxes, progress=sets.progress))
-        out += _scores(exact_search(q, db)[1], ds, {"method": f"RootSIFT-VLAD (K={k})", "stage": "RootSIFT-VLAD"}, pq)
+        q_local = None if index is not None else sift_local(ds.query_paths, bboxes=ds.query_bboxes,
+                                                           progress=sets.progress)
+        for method, enc in encoders.items():
+            db = np.ascontiguousarray(enc.encode(db_local), dtype=np.float32)
+            q = db[index] if index is not None else np.ascontiguousarray(enc.encode(q_local), dtype=np.float32)
+            out += _scores(exact_search(q, db)[1], ds, {"method": f"{ROOTSIFT_STAGE[method]} (K={ks[method]})",
+                                                        "stage": ROOTSIFT_STAGE[method], "dim": db.shape[1]}, pq)
     return _frame(out, pq)
+
+
+DIMENSIONS = (16, 32, 64, 128, 256)  # PCA-w widths: below SOP's ~420 learning photos (PCA's rank limit)
+
+
+def dimension(sets: Sets, best: dict, dims=DIMENSIONS) -> pd.DataFrame:
+    """Figure 2.13(b) on real photos: mAP of the chosen descriptor PCA-whitened to each width (learned on SOP's
+    learning photos), beside its native width."""
+    net, pooling = best["network"], best["pooling"]
+    layer = sets.backbone(net).default_layer
+    x_learn = sets.rows(LEARN, net, layer, pooling)[0]
+    out = []
+    for name in DATASETS:
+        ds = sets.dataset(name)
+        db, q, _ = sets.rows(name, net, layer, pooling)
+        base = {"network": net, "pooling": pooling}
+        out += _scores(exact_search(q, db)[1], ds, {**base, "recipe": "native", "dim": db.shape[1]})
+        for dim in (d for d in dims if d < min(len(x_learn), db.shape[1])):
+            w = lambda x: np.ascontiguousarray(pca_whiten(x_learn, x, dim), dtype=np.float32)  # noqa: E731
+            out += _scores(exact_search(w(q), w(db))[1], ds, {**base, "recipe": "pca_w", "dim": dim})
+    return pd.DataFrame(out)

@@ -19,11 +19,12 @@ def _instance(run):
     pipeline, params = instance.pipeline(sets, best)
     settings = pd.DataFrame({"setting": list(params), "value": [str(v) for v in params.values()]})
     settings.loc[len(settings)] = ["input_side", str(sets.side)]
-    hist, vlad = instance.colour_histogram(sets), instance.rootsift_vlad(sets)
-    baseline = pd.concat([hist, vlad], ignore_index=True)
-    baseline.attrs["per_query"] = hist.attrs["per_query"] + vlad.attrs["per_query"]
+    hist, sift = instance.colour_histogram(sets), instance.rootsift_embeddings(sets)
+    baseline = pd.concat([hist, sift], ignore_index=True)
+    baseline.attrs["per_query"] = hist.attrs["per_query"] + sift.attrs["per_query"]
     return {"instance_baseline": baseline, "instance_offtheshelf": deep,
             "instance_pipeline": pipeline, "instance_depth": instance.depth_within(sets),
+            "instance_dimension": instance.dimension(sets, best),
             "instance_finetune": instance.finetune_sop(sets), "instance_settings": settings}
 
 
@@ -43,6 +44,18 @@ def _summary(baseline: pd.DataFrame, deep: pd.DataFrame, pipeline: pd.DataFrame,
     best_test = fi.headline(deep).groupby("dataset")["mAP"].max()
     table.loc["(best network × pooling per test set, for reference)"] = best_test
     return table
+
+
+def _handcrafted(baseline: pd.DataFrame, deep: pd.DataFrame) -> pd.DataFrame:
+    """mAP per dataset: the colour histogram, each RootSIFT embedding, and the CNN descriptor picked on SOP learning."""
+    best = deep.loc[deep["learn_mAP"].idxmax()]
+    chosen = deep[(deep["network"] == best["network"]) & (deep["pooling"] == best["pooling"])]
+    rows = pd.concat([baseline, chosen.assign(method=f"{best['network']} {best['pooling']} (CNN)")])
+    return fi.headline(rows).pivot_table(index="method", columns="dataset", values="mAP", sort=False)
+
+
+def _dimension(dim: pd.DataFrame) -> pd.DataFrame:
+    return fi.headline(dim).pivot_table(index=["recipe", "dim"], columns="dataset", values="mAP", sort=False)
 
 
 def _section(run, tables) -> str:
@@ -76,22 +89,33 @@ def _section(run, tables) -> str:
         f"Paris6k-mini by protocol:\n\n{paris.to_markdown(floatfmt='.4f')}\n\n"
         f"SMVS per camera, {best['network']}:\n\n{cameras.to_markdown(floatfmt='.4f')}\n\n"
         f"GeM on every block (within-network depth):\n\n{within.to_markdown(floatfmt='.4f')}\n\n"
-        "![pipeline](instance_pipeline.png)\n\n![pooling](instance_pooling.png)\n\n![depth](instance_depth.png)\n"
+        "Deep vs handcrafted (§2.3.2.2): RootSIFT on OpenCV's DoG keypoints, aggregated by BoW "
+        "(tf-idf), VLAD and Fisher vectors, every codebook learned on SOP's learning photos, against the chosen CNN "
+        "descriptor:\n\n"
+        f"{_handcrafted(base, deep).to_markdown(floatfmt='.4f')}\n\n"
+        f"Dimension (Figure 2.13b): the chosen descriptor PCA-whitened (learned on SOP's learning photos) to each "
+        f"width:\n\n{_dimension(tables['instance_dimension']).to_markdown(floatfmt='.4f')}\n\n"
+        "![pipeline](instance_pipeline.png)\n\n![pooling](instance_pooling.png)\n\n![depth](instance_depth.png)\n\n"
+        "![handcrafted](instance_handcrafted.png)\n\n![dimension](instance_dimension.png)\n"
     )
 
 
 STEPS = {
     "instance": Step(
         "instance",
-        ("instance_baseline", "instance_offtheshelf", "instance_pipeline", "instance_depth", "instance_finetune",
-         "instance_settings"),
+        ("instance_baseline", "instance_offtheshelf", "instance_pipeline", "instance_depth", "instance_dimension",
+         "instance_finetune", "instance_settings"),
         _instance,
         (Figure("instance_pipeline", ("instance_baseline", "instance_pipeline"), fi.pipeline_bars,
                 "colour histogram, best CNN, + PCA-w, + αQE, + diffusion on each real set"),
          Figure("instance_pooling", ("instance_offtheshelf",), fi.pooling_bars,
                 "Figure 2.12(b) on real photos: every pooling of every network, per dataset"),
          Figure("instance_depth", ("instance_offtheshelf", "instance_depth"), fi.depth_panels,
-                "Figure 2.13(a) redesigned: across networks (markers) and within a network (every block)")),
+                "Figure 2.13(a) redesigned: across networks (markers) and within a network (every block)"),
+         Figure("instance_handcrafted", ("instance_baseline", "instance_offtheshelf"), fi.handcrafted_bars,
+                "deep vs handcrafted on real photos: colour histogram, RootSIFT BoW/VLAD/FV, the chosen CNN"),
+         Figure("instance_dimension", ("instance_dimension",), fi.dimension_lines,
+                "Figure 2.13(b) on real photos: mAP vs PCA-w width, per dataset")),
         _section,
     )
 }
