@@ -381,7 +381,7 @@ def _forward_views(plan: ExtractionPlan, batch: dict, sinks: _Sinks) -> tuple[di
                 if layer in plan.keep_maps and output.ndim == 4:
                     _write_maps(plan, batch, sinks, layer, output, chunk_owners)
             owners_all += chunk_owners
-    return {key: torch.cat(p) for key, p in parts.items()}, owners_all
+    return {key: p[0] if len(p) == 1 else torch.cat(p) for key, p in parts.items()}, owners_all
 
 
 def _write_maps(plan, batch, sinks, layer, output, owners) -> None:
@@ -399,10 +399,14 @@ def _images_from_views(vectors: torch.Tensor, owners: list, n_items: int, plan: 
 
     A single view is kept raw. Items with no views (unreadable images) stay zero rows.
     """
-    out = torch.zeros(n_items, vectors.shape[1])
     if plan.multipass is None and len(plan.scales) == 1:  # one view per image: just put rows in place
-        out[[pos for pos, _, _ in owners]] = vectors
+        positions = [pos for pos, _, _ in owners]
+        if positions == list(range(n_items)):  # every image read (the usual case): the rows already are in place
+            return vectors
+        out = torch.zeros(n_items, vectors.shape[1])
+        out[positions] = vectors
         return out
+    out = torch.zeros(n_items, vectors.shape[1])
     rows_of: dict[tuple[int, int], list[int]] = {}
     for row, (pos, s, _) in enumerate(owners):
         rows_of.setdefault((pos, s), []).append(row)

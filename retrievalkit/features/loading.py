@@ -197,6 +197,17 @@ class ImageDataset(torch.utils.data.Dataset):
         return {"index": i, "ok": True, "reason": "", "views": views}
 
 
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack``; in a DataLoader worker straight into shared memory, as torch's default collate
+    does, so the batch is not copied a second time when it is sent to the main process."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.stack(tensors)
+    first = tensors[0]
+    storage = first.untyped_storage()._new_shared(len(tensors) * first.numel() * first.element_size())
+    out = first.new(storage).view(first.dtype).view(len(tensors), *first.shape)
+    return torch.stack(tensors, out=out)
+
+
 def collate_views(items: list[dict]) -> dict:
     """Stack the views of a batch of items, grouped by size.
 
@@ -212,7 +223,7 @@ def collate_views(items: list[dict]) -> dict:
             tensors, owners = by_size.setdefault(tuple(view.shape[:2]), ([], []))
             tensors.append(view)
             owners.append((pos, s, p))
-    groups = [(torch.stack(tensors), owners) for tensors, owners in by_size.values()]
+    groups = [(_stack(tensors), owners) for tensors, owners in by_size.values()]
     return {"indices": [item["index"] for item in items], "failed": failed, "groups": groups}
 
 
