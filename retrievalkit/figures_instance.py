@@ -126,7 +126,7 @@ def dimension_lines(dimension):
     ax.set_xlabel("dimension after PCA-whitening")
     ax.set_ylabel("mAP")
     ax.set_ylim(0, 1.0)
-    ax.legend(fontsize=7, ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     ax.set_title(f"Dimension on real photos ({data['network'].iloc[0]} {data['pooling'].iloc[0].upper()})", fontsize=9)
     fig.tight_layout()
     return fig
