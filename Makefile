@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.retrievalkit-installed
 SHARED_MIRROR := $(abspath ../shared/mirror)
 export RETRIEVALKIT_MIRROR ?= $(if $(wildcard $(SHARED_MIRROR)/coil-100.zip),$(SHARED_MIRROR),)
 
-.PHONY: setup reproduce reproduce-full reproduce-small test test-unit test-notebooks notebooks student instructor book browser lab clean
+.PHONY: setup reproduce reproduce-full reproduce-small test test-book test-unit test-notebooks notebooks student instructor book browser lab clean
 
 setup: $(STAMP)
 
@@ -30,11 +30,16 @@ reproduce-full: setup
 reproduce-small: setup
 	RETRIEVALKIT_SMALL=1 $(BIN)/retrievalkit reproduce --figures results/small/figures --results results/small
 
-test: setup browser
-	TQDM_DISABLE=1 RETRIEVALKIT_SMALL=1 $(BIN)/python -m pytest -q --nbmake --nbmake-timeout=900 tests notebooks
+test: setup
+	TQDM_DISABLE=1 RETRIEVALKIT_SMALL=1 $(BIN)/python -m pytest -q -m "not book" --nbmake --nbmake-timeout=900 tests notebooks
+
+# The course site in a real browser (tests/test_book.py): installs chromium, builds the site (executing
+# every notebook once more, ~20 min on 2 cores from an empty cache), opens each page.
+test-book: setup browser
+	TQDM_DISABLE=1 $(BIN)/python -m pytest -q -m book tests/test_book.py
 
 test-unit: setup
-	TQDM_DISABLE=1 $(BIN)/python -m pytest -q tests
+	TQDM_DISABLE=1 $(BIN)/python -m pytest -q -m "not book" tests
 
 test-notebooks: setup
 	TQDM_DISABLE=1 RETRIEVALKIT_SMALL=1 $(BIN)/python -m pytest -q --nbmake --nbmake-timeout=900 notebooks

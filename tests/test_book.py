@@ -14,7 +14,11 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
+
+# Its own suite, `make test-book` (which installs chromium and builds the site first): the build executes
+# every notebook again, which would double `make test`'s notebook time.
+pytestmark = pytest.mark.book
+from playwright.sync_api import sync_playwright  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SITE = REPO / "build" / "book" / "html"
