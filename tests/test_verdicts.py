@@ -282,3 +282,14 @@ def test_instance_claims_say_not_run_without_the_instance_step(tmp_path):
     coil = pd.DataFrame({"survey": [], "verdict": []})
     table = verdicts.instance_claims(tmp_path, coil=coil)
     assert (table[list(verdicts.INSTANCE_SETS)] == "not run").all().all()
+
+
+def test_the_coil_column_can_pick_a_claims_row_by_what_ours_says():
+    from retrievalkit.experiments.verdicts import _coil_verdict
+
+    coil = pd.DataFrame({"survey": ["Fisher vectors beat VLAD (x)"] * 2,
+                         "ours": ["conv columns: FV 0.9 > VLAD 0.8", "RootSIFT: FV 0.5 < VLAD 0.6"],
+                         "verdict": ["agrees", "disagrees"]})
+    assert _coil_verdict(coil, ("Fisher vectors beat VLAD", "RootSIFT")) == "disagrees"
+    assert _coil_verdict(coil, "Fisher vectors beat VLAD") == "agrees"
+    assert _coil_verdict(coil, None) == "–" and _coil_verdict(coil, "nothing like it") == "–"

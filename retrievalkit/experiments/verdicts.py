@@ -441,7 +441,8 @@ def _coil_verdict(coil: pd.DataFrame, match) -> str:
     if not match:
         return "–"
     start, ours = (match, "") if isinstance(match, str) else match
-    return next((v for s, o, v in zip(coil["survey"], coil["ours"], coil["verdict"])
+    theirs = coil["ours"] if "ours" in coil else [""] * len(coil)
+    return next((v for s, o, v in zip(coil["survey"], theirs, coil["verdict"])
                  if s.startswith(start) and str(o).startswith(ours)), "–")
 
 
