@@ -69,6 +69,7 @@ def depth_panels(offtheshelf, within, pooling: str = "gem"):
         note = " (compound scaling)" if len(same) else ""
         ax.annotate(net.replace("efficientnet_", "") + note, (depth, part["mAP"].max()), fontsize=6,
                     xytext=(0, 4 + 8 * (net.endswith("2"))), textcoords="offset points", ha="center")
+    ax.margins(y=0.25)  # headroom for the network labels above the highest marker (they must not reach the title)
     ax.set_xlabel("depth (weight layers)")
     ax.set_ylabel(f"mAP ({pooling.upper()})")
     ax.set_title("(a) across networks", fontsize=9)
