@@ -25,8 +25,7 @@ from torch import nn
 from .. import config
 from ..rows import Estimator, as_rows
 from ..train.loop import fit, minibatches, sgd_epoch
-from .codes import pack_codes, to_bits
-from .deep import INFERENCE_BATCH, quantization_penalty
+from .deep import INFERENCE_BATCH, SignCodes, quantization_penalty
 
 DEFAULT_HIDDEN = 256
 
@@ -75,7 +74,7 @@ class HashAutoencoder(nn.Module):
         return f"in_dim={self.in_dim}, n_bits={self.n_bits}, hidden={self.hidden}"
 
 
-class AutoencoderHash(Estimator):
+class AutoencoderHash(SignCodes, Estimator):
     """Unsupervised hash codes: the sign of an autoencoder's tanh bottleneck; ``fit(X)`` takes no labels.
 
     Trained with Adam through the package's one loop (:func:`retrievalkit.train.loop.fit`, ``select="last"``:
@@ -144,14 +143,6 @@ class AutoencoderHash(Estimator):
                 out[start : start + len(chunk)] = self.net_.encode(chunk).cpu().numpy()
         return out
 
-    def transform(self, X, *, as_bits: bool = False) -> np.ndarray:
-        """Binary codes: ``sign`` of the bottleneck as ±1 int8 (0 ↦ +1), or 0/1 with ``as_bits=True``."""
-        codes = np.where(self.relaxed(X) >= 0, 1, -1).astype(np.int8)
-        return to_bits(codes) if as_bits else codes
-
-    def encode(self, X) -> np.ndarray:
-        """Packed codes for :func:`retrievalkit.hashing.search.hamming_search`."""
-        return pack_codes(self.transform(X))
 
 
 __all__ = ["AutoencoderHash", "HashAutoencoder", "autoencoder_loss", "reconstruction_loss"]

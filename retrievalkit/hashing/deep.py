@@ -210,6 +210,19 @@ def hash_centers(n_classes: int, n_bits: int, kind: str = "hadamard", seed: int 
     return np.where(rng.random((n_classes, n_bits)) < 0.5, -1.0, 1.0).astype(np.float32)
 
 
+class SignCodes:
+    """Codes from a learned relaxation: any hasher with ``relaxed(X)`` (tanh outputs) gets these two."""
+
+    def transform(self, X, *, as_bits: bool = False) -> np.ndarray:
+        """Binary codes: ``sign`` of the relaxed codes as ±1 int8 (0 ↦ +1), or 0/1 with ``as_bits=True``."""
+        codes = np.where(self.relaxed(X) >= 0, 1, -1).astype(np.int8)
+        return to_bits(codes) if as_bits else codes
+
+    def encode(self, X) -> np.ndarray:
+        """Packed codes for :func:`retrievalkit.hashing.search.hamming_search`."""
+        return pack_codes(self.transform(X))
+
+
 # --------------------------------------------------------------------------- trainer
 def _hamming_validation(codes: np.ndarray, labels) -> float:
     """Finite-sum leave-one-out mAP (the hashing literature's) ranking by ±1 inner products = by Hamming distance."""
@@ -217,7 +230,7 @@ def _hamming_validation(codes: np.ndarray, labels) -> float:
     return evaluate.leave_one_out_map(labels=labels, scores=B @ B.T, mode="finite")
 
 
-class DeepHash(Estimator):
+class DeepHash(SignCodes, Estimator):
     """A hash head trained on frozen descriptors; ``fit`` / ``transform`` like scikit-learn.
 
     ``loss``: ``"pairwise"`` (DPSH likelihood), ``"contrastive"`` (Hamming Siamese), ``"triplet"``
@@ -344,14 +357,6 @@ class DeepHash(Estimator):
         self.head_.train(was_training)
         return out
 
-    def transform(self, X, *, as_bits: bool = False) -> np.ndarray:
-        """Binary codes: ``sign`` of the relaxed codes as ±1 int8 (0 ↦ +1), or 0/1 with ``as_bits=True``."""
-        codes = np.where(self.relaxed(X) >= 0, 1, -1).astype(np.int8)
-        return to_bits(codes) if as_bits else codes
-
-    def encode(self, X) -> np.ndarray:
-        """Packed codes for :func:`retrievalkit.hashing.search.hamming_search`."""
-        return pack_codes(self.transform(X))
 
 
 __all__ = [
