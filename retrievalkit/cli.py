@@ -268,8 +268,14 @@ def _cmd_reproduce(args) -> int:
         unknown = [s for s in steps if s not in STEPS]
         if unknown:
             raise ValueError(f"unknown step(s) {unknown}; known steps: {', '.join(STEPS)}")
+        from .experiments.steps import Run
+
         mode = config.mode(True if args.small else None, True if args.full else None)
-        print(plan.describe(plan.make_plan(steps, {n: STEPS[n].outputs for n in steps}, args.results, mode)))
+        run = Run(figures=Path(args.figures), results=Path(args.results), small=mode == "SMALL", progress=False,
+                  data_home=args.data_home, full=mode == "full", reuse=not args.recompute)
+        cached = {n: run.reuse and STEPS[n].is_cached(run) for n in steps}
+        print(plan.describe(plan.make_plan(steps, {n: STEPS[n].outputs for n in steps}, args.results, mode,
+                                           cached=cached)))
         return 0
     if args.from_cache:
         if args.steps:
@@ -286,6 +292,7 @@ def _cmd_reproduce(args) -> int:
             full=True if args.full else None,
             progress=_progress(args),
             data_home=args.data_home,
+            recompute=args.recompute,
         )
     except StepsFailed as err:
         print(f"retrievalkit: error: {err}", file=sys.stderr)
@@ -349,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--plan", action="store_true", help="print the steps, what is on disk and an estimate per step; run nothing")
     rp.add_argument("--from-cache", action="store_true",
                     help="compute nothing: redraw the figures from results/*.csv and rewrite figures/REPORT.md")
+    rp.add_argument("--recompute", action="store_true",
+                    help="compute every step again, even where the step cache holds its output for these inputs")
     rp.add_argument("--figures", default="figures")
     rp.add_argument("--results", default="results")
     rp.set_defaults(func=_cmd_reproduce)

@@ -56,7 +56,8 @@ def test_per_query_aps_are_written_beside_their_table(tmp_path):
                 (Figure("x", ("x",), lambda t: drawn.append(t) or _blank(), "test"),),
                 lambda run, tables: f"{sorted(tables)}")
     run = Run(figures=tmp_path, results=tmp_path, small=True, progress=False)
-    assert step(run) == "['x', 'x_per_query']" and drawn == [df]
+    assert step(run) == "['x', 'x_per_query']" and len(drawn) == 1
+    pd.testing.assert_frame_equal(drawn[0], df)  # drawn from the CSV read back, as --from-cache draws it
     assert pd.read_csv(tmp_path / "x_per_query.csv")["AP"].tolist() == [0.25, 0.75]
     assert {p.name for p in run.written} == {"x.csv", "x_per_query.csv", "x.png"}
 
@@ -106,3 +107,96 @@ def test_finish_axes_sets_only_what_it_is_given():
     assert (b.get_xscale(), b.get_ylabel(), b.get_legend()) == ("linear", "", None)
     assert b.title.get_fontsize() == default_title_size != 9  # no size given: matplotlib's title size stays
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- the step cache
+def _counting_step(calls: list, value: float = 0.5) -> Step:
+    def compute(run):
+        calls.append(run.mode)
+        return {"t": pd.DataFrame({"mAP": [value, 0.125], "method": ["a", "b"]})}
+
+    return Step("counted", ("t",), compute,
+                (Figure("counted_fig", ("t",), lambda t: _blank(), "test"),),
+                lambda run, tables: f"section {tables['t']['mAP'].sum()}",
+                live_figures=lambda run, tables: {"counted_live": _blank()})
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """A data home and cache of its own, so the step cache starts empty and the data fingerprint is ours."""
+    home = tmp_path / "data"
+    (home / "pack").mkdir(parents=True)
+    (home / "pack" / "a.jpg").write_bytes(b"x" * 10)
+    monkeypatch.setenv("RETRIEVALKIT_DATA", str(home))
+    monkeypatch.setenv("RETRIEVALKIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def _run(root: Path, name: str, **kwargs) -> Run:
+    run = Run(figures=root / name / "f", results=root / name / "r", small=True, progress=False, reuse=True, **kwargs)
+    run.figures.mkdir(parents=True)
+    run.results.mkdir(parents=True)
+    return run
+
+
+def test_a_second_run_writes_the_step_from_the_step_cache(isolated):
+    calls = []
+    step = _counting_step(calls)
+    first, second = _run(isolated, "one"), _run(isolated, "two")
+    assert not step.is_cached(first)
+    assert step(first) == step(second) == "section 0.625"
+    assert calls == ["SMALL"] and step.is_cached(second)
+    for name in ("r/t.csv", "f/counted_fig.png", "f/counted_live.png"):
+        assert (isolated / "one" / name).read_bytes() == (isolated / "two" / name).read_bytes(), name
+    assert {p.name for p in second.written} == {"t.csv", "counted_fig.png", "counted_live.png"}
+
+
+def test_what_the_step_depends_on_changing_recomputes_it(isolated):
+    calls = []
+    step = _counting_step(calls)
+    step(_run(isolated, "one"))
+    (isolated / "data" / "pack" / "b.jpg").write_bytes(b"y")  # an image added to the data home
+    step(_run(isolated, "two"))
+    (isolated / "data" / "pack" / "b.jpg").write_bytes(b"yy")  # replaced by one of another size
+    step(_run(isolated, "three"))
+    default = _run(isolated, "four")
+    default.small = False  # another mode
+    step(default)
+    assert calls == ["SMALL", "SMALL", "SMALL", "default"]
+    step(_run(isolated, "five"))  # nothing changed since "three"
+    assert len(calls) == 4
+
+
+def test_a_changed_source_file_makes_every_step_stale(isolated, monkeypatch):
+    from retrievalkit.experiments import steps as steps_module
+
+    calls = []
+    step = _counting_step(calls)
+    step(_run(isolated, "one"))
+    monkeypatch.setattr(steps_module, "source_fingerprint", lambda: "edited")
+    step(_run(isolated, "two"))
+    assert len(calls) == 2
+
+
+def test_a_damaged_step_cache_entry_is_refused_and_recomputed(isolated, caplog):
+    from retrievalkit import artifacts
+
+    calls = []
+    step = _counting_step(calls)
+    step(_run(isolated, "one"))
+    folder = next((isolated / "cache" / "artifacts" / "step_output").iterdir())
+    value = folder / artifacts.JSON_FILE
+    value.write_bytes(value.read_bytes()[: value.stat().st_size // 2])  # a copy that stopped mid-file
+    assert step(_run(isolated, "two")) == "section 0.625"
+    assert len(calls) == 2 and "step_output" in caplog.text
+
+
+def test_recompute_ignores_the_step_cache(isolated, monkeypatch):
+    calls = []
+    monkeypatch.setitem(reproduce.STEPS, "counted", _counting_step(calls))
+    for flag in (False, False, True):
+        reproduce.reproduce(["counted"], figures_dir=isolated / "f", results_dir=isolated / "r", small=True,
+                            progress=False, recompute=flag)
+    assert len(calls) == 2
+    meta = (isolated / "r" / "report" / "counted.json").read_text()
+    assert '"mode": "SMALL"' in meta

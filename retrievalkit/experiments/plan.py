@@ -40,10 +40,12 @@ def _recorded(folder: Path, step: str) -> dict | None:
 
 
 def make_plan(steps, outputs: dict[str, tuple[str, ...]], results_dir="results", mode: str = "default",
-              probe: float | None = None) -> pd.DataFrame:
+              probe: float | None = None, cached: dict[str, bool] | None = None) -> pd.DataFrame:
     """One row per step, in run order: its last run (mode, date, seconds), whether its CSVs are on disk,
+    whether the step cache holds its output (``cached``: then it is written from there, estimate 0),
     and the estimated seconds on this machine now (NaN when the step was never recorded in ``mode``:
     ``"SMALL"``, ``"default"`` or ``"full"``)."""
+    cached = cached or {}
     results = Path(results_dir)
     probe = probe_seconds() if probe is None else probe
     rows = []
@@ -55,7 +57,8 @@ def make_plan(steps, outputs: dict[str, tuple[str, ...]], results_dir="results",
             "step": step,
             "last_run": f"{meta['date']} ({meta['mode']}, {meta['seconds']:.0f} s)" if meta else "never",
             "results_on_disk": all((results / f"{csv}.csv").is_file() for csv in outputs[step]),
-            "estimate_s": round(meta["seconds"] * scale) if same_mode else float("nan"),
+            "cached": bool(cached.get(step)),
+            "estimate_s": 0 if cached.get(step) else round(meta["seconds"] * scale) if same_mode else float("nan"),
         })
     return pd.DataFrame(rows)
 
@@ -69,4 +72,4 @@ def describe(plan: pd.DataFrame) -> str:
         total += (" plus " if total else "") + f"{', '.join(unknown)} (no earlier run in this mode to estimate from)"
     table = plan.assign(estimate=plan["estimate_s"].map(lambda s: "?" if s != s else f"{s:.0f} s"))
     return (f"reproduce plan: {len(plan)} steps, {total}\n"
-            + table[["step", "estimate", "results_on_disk", "last_run"]].to_string(index=False))
+            + table[["step", "estimate", "cached", "results_on_disk", "last_run"]].to_string(index=False))

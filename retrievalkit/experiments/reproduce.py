@@ -83,8 +83,12 @@ def reproduce(
     full: bool | None = None,
     progress: bool | None = None,
     data_home=None,
+    recompute: bool = False,
 ) -> list[Path]:
-    """Run ``steps`` (default: all, in order) and write ``figures/REPORT.md``; returns the written files."""
+    """Run ``steps`` (default: all, in order) and write ``figures/REPORT.md``; returns the written files.
+
+    A step whose inputs (code, data, mode, libraries, weights) match a cached output is written from
+    the step cache (:mod:`.steps`); ``recompute=True`` computes every step again (to re-time a run)."""
     steps = list(steps or STEPS)
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
@@ -96,11 +100,14 @@ def reproduce(
         full=config.is_full() if full is None else full,
         progress=True if progress is None else progress,
         data_home=data_home,
+        reuse=not recompute,
     )
     run.figures.mkdir(parents=True, exist_ok=True)
     run.results.mkdir(parents=True, exist_ok=True)
     run.shared["probe_s"] = plan.probe_seconds()
-    todo = plan.make_plan(steps, {n: STEPS[n].outputs for n in steps}, run.results, run.mode, run.shared["probe_s"])
+    cached = {n: run.reuse and STEPS[n].is_cached(run) for n in steps}
+    todo = plan.make_plan(steps, {n: STEPS[n].outputs for n in steps}, run.results, run.mode, run.shared["probe_s"],
+                          cached=cached)
     print(plan.describe(todo), flush=True)
     failed = {}
     for i, (name, estimate) in enumerate(zip(steps, todo["estimate_s"]), 1):
@@ -116,7 +123,7 @@ def reproduce(
             failed[name] = f"{type(err).__name__}: {err}"
             section = (f"## Step `{name}` failed\n\n`{failed[name]}` — see the log; rerun with "
                        f"`retrievalkit reproduce --steps {name}`.\n")
-        _save_section(run, name, section, time.perf_counter() - start)
+        _save_section(run, name, section, time.perf_counter() - start, from_cache=cached[name])
     run.written += redraw(run.results, run.figures, names=["survey_timeline"])[0]
     report = write_report(run.figures, run.results)
     run.written.append(report)
@@ -151,10 +158,20 @@ def step_clock(desc: str, estimate: float, *, enabled: bool = True, tick: float 
         bar.close()
 
 
-def _save_section(run: Run, name: str, markdown: str, seconds: float) -> None:
-    """Keep each step's report section beside its CSVs, so a partial rerun updates only its own."""
+def _save_section(run: Run, name: str, markdown: str, seconds: float, from_cache: bool = False) -> None:
+    """Keep each step's report section beside its CSVs, so a partial rerun updates only its own.
+
+    A step written from the step cache keeps the record of the run that computed it (its seconds are
+    what the step costs); the plan reads that record for its estimate."""
     folder = run.results / "report"
     folder.mkdir(parents=True, exist_ok=True)
+    if from_cache and (folder / f"{name}.json").is_file() and (folder / f"{name}.md").is_file():
+        try:
+            if json.loads((folder / f"{name}.json").read_text()).get("mode") == run.mode:
+                atomic_write(folder / f"{name}.md", markdown)
+                return
+        except ValueError:
+            pass  # an unreadable record is rewritten below
     meta = {"step": name, "seconds": round(seconds, 1), "mode": run.mode,
             "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(),
             "probe_s": round(run.shared.get("probe_s") or plan.probe_seconds(), 5),
@@ -198,7 +215,9 @@ def full_mode_note() -> str:
         "the four query poses and the easy/hard angles are the same), "
         f"the whole Fashion-MNIST train split as hashing database (60,000 instead of {hashing.FASHION_DB:,}), "
         f"codes of {', '.join(map(str, hashing.FULL_BITS))} bits (instead of {', '.join(map(str, hashing.BITS))}), "
-        f"instance photos at {instance.FULL_SIDE} px instead of {instance.SIDE} px, and every supervised loss "
+        f"instance photos at {instance.FULL_SIDE} px instead of {instance.SIDE} px with "
+        f"{len(instance.FULL_NETWORKS)} networks instead of {len(instance.NETWORKS)} (adds "
+        f"{', '.join(sorted(set(instance.FULL_NETWORKS) - set(instance.NETWORKS)))}), and every supervised loss "
         f"in the SOP fine-tuning ({len(instance.FULL_FINETUNE_METHODS)} instead of {len(instance.FINETUNE_METHODS)}). "
         "Each step's mode is in the table above."
     )

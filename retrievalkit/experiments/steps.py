@@ -4,16 +4,30 @@
 ``--from-cache`` reads the same CSVs back and draws the same :class:`Figure` list, so a figure in
 ``figures/`` is the same picture whichever of the two wrote it. Survey §2.5.3; taught in
 notebooks/12_reproduce_survey_figures.
+
+A step's whole output (its CSVs, report section and live figures) is also kept in the artefact
+cache (kind ``step_output``), keyed by the step, the run's mode, the package's source, the library
+versions, the networks whose weights are present and the files of the data home; a second
+``retrievalkit reproduce`` with none of those changed writes the same files from there in seconds.
+``reproduce --recompute`` ignores it.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
+from .. import artifacts
+from .. import config as rk_config
 from ..config import atomic_path
+
+STEP_OUTPUT_VERSION = 1
 
 
 @dataclass
@@ -26,6 +40,7 @@ class Run:
     progress: bool
     data_home: Path | None = None
     full: bool = False  # paper-size settings (``reproduce --full``); neither flag: the default, laptop-sized run
+    reuse: bool = False  # serve a step's output from the step cache when nothing it depends on changed
     written: list[Path] = field(default_factory=list)
     shared: dict = field(default_factory=dict)
     _coil: Any = field(default=None, repr=False)
@@ -87,19 +102,96 @@ class Step:
     live_figures: Callable[[Run, dict[str, pd.DataFrame]], dict[str, Any]] | None = None
 
     def __call__(self, run: Run) -> str:
+        if not run.reuse:
+            return self._write(run, self._compute_output(run))
+        output = artifacts.cached("step_output", step_key(self, run), lambda: self._compute_output(run),
+                                  version=STEP_OUTPUT_VERSION)
+        return self._write(run, output)
+
+    def is_cached(self, run: Run) -> bool:
+        """Whether a reusing run would serve this step from the step cache (what the plan prints)."""
+        return artifacts.lookup("step_output", step_key(self, run), version=STEP_OUTPUT_VERSION,
+                                warn=False) is not None
+
+    def _compute_output(self, run: Run) -> dict:
+        """Compute the step; return its CSV texts, section and live-figure PNGs (JSON, for the step cache)."""
         tables = self.compute(run)
         if set(tables) != set(self.outputs):
             raise RuntimeError(f"step {self.name} computed {list(tables)} but declares {list(self.outputs)}")
         for name, df in list(tables.items()):
             if df.attrs.get("per_query"):
                 tables[f"{name}_per_query"] = pd.DataFrame(df.attrs["per_query"])
-        for name, df in tables.items():
-            run.save_csv(df, name)
+        live = {}
+        for name, fig in (self.live_figures(run, tables) if self.live_figures else {}).items():
+            live[name] = base64.b64encode(save_png(fig, run.figures / f"{name}.png").read_bytes()).decode()
+        return {"csv": {name: df.to_csv(index=False) for name, df in tables.items()},
+                "section": self.section(run, tables), "live_figures": live}
+
+    def _write(self, run: Run, output: dict) -> str:
+        """Write a step's output: its CSVs, the figures drawn from them (as ``--from-cache`` draws them:
+        from the CSVs read back), its live figures; returns its report section."""
+        tables = {}
+        for name, text in output["csv"].items():
+            path = run.results / f"{name}.csv"
+            atomic_write(path, text)
+            run.written.append(path)
+            tables[name] = pd.read_csv(StringIO(text))
         for fig in self.figures:
             run.save_figure(fig.from_tables(tables), fig.name)
-        for name, fig in (self.live_figures(run, tables) if self.live_figures else {}).items():
-            run.save_figure(fig, name)
-        return self.section(run, tables)
+        for name, png in output["live_figures"].items():
+            path = run.figures / f"{name}.png"
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(base64.b64decode(png))
+            run.written.append(path)
+        return output["section"]
+
+
+def step_key(step: Step, run: Run) -> dict:
+    """Everything a step's output depends on, as the step cache's key (a change recomputes the step)."""
+    from .. import backbones
+
+    return {"data": data_fingerprint(rk_config.data_home(run.data_home)), "step": step.name, "mode": run.mode,
+            "code": source_fingerprint(), "libraries": library_versions(),
+            "weights": sorted(n for n in backbones.BACKBONES if backbones.weights_available(n))}
+
+
+def source_fingerprint() -> str:
+    """sha256 of every module of the package: any edit to the code makes every cached step stale."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:32]
+
+
+def data_fingerprint(home: Path) -> str:
+    """sha256 of the name and size of every file under the data home, the cache left out: an image
+    added, lost or replaced by one of another size changes it (the packs themselves are checksummed)."""
+    skip = {rk_config.cache_dir().resolve(), (home / "cache").resolve()}
+    entries = []
+    for folder, dirs, files in os.walk(home):
+        dirs[:] = sorted(d for d in dirs if (Path(folder) / d).resolve() not in skip)
+        for name in sorted(files):
+            path = Path(folder) / name
+            try:
+                entries.append(f"{path.relative_to(home).as_posix()}\t{path.stat().st_size}")
+            except OSError:  # removed while we walked
+                continue
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:32]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose kernels compute the numbers."""
+    from importlib import metadata
+
+    out = {}
+    for dist in ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas", "faiss-cpu",
+                 "opencv-python-headless"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
 
 
 def atomic_write(path: Path, text: str) -> None:
