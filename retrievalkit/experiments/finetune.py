@@ -15,7 +15,7 @@ only recorded, to draw the curve).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -126,7 +126,7 @@ def run_method(data: FinetuneData, method: str, cfg: T.FinetuneConfig | None = N
                 "best_epoch": result.best_epoch, "seen_ids": sorted(result.seen_ids), "extra": extra}
 
     run = artifacts.cached("finetune", key, train, version=RUN_VERSION)
-    model = T.TailNet(cfg.backbone, cfg.frozen, whiten=cfg.whiten)
+    model = T.TailNet.for_config(cfg)
     model.load_state_dict(run["model"])
     loss = T.L.build(cfg.loss, model.dim, run["num_classes"], **cfg.loss_kwargs)
     loss.load_state_dict(run["loss"])
@@ -136,7 +136,7 @@ def run_method(data: FinetuneData, method: str, cfg: T.FinetuneConfig | None = N
 
 def _run_key(data: FinetuneData, method: str, cfg: T.FinetuneConfig, mining, kmeans_k) -> dict:
     parts = (data.train.maps, data.train.labels, data.val.maps, data.val.labels)
-    return {"data": artifacts.fingerprint(*parts), "method": method, "config": asdict(cfg),
+    return {"data": artifacts.fingerprint(*parts), "method": method, "config": T.config_key(cfg),
             "mining": mining or {}, "kmeans_k": kmeans_k}
 
 

@@ -38,18 +38,21 @@ from torch import nn
 from .. import config as rk_config
 from .. import evaluate
 from ..nn import functional as F
+from ..nn.netvlad import NetVLAD
 from ..nn.pooling import GeM
 from ..train.loop import fit, sgd_epoch
 from . import losses as L
 from .miners import MPerClassSampler, fill_negatives, hardest_negatives, make_tuples, tuple_indices
 
 __all__ = ["TrainData", "TailNet", "FinetuneConfig", "FinetuneResult", "trunk_data", "describe", "finetune",
-           "check_protocol", "DEFAULT_FROZEN", "DEFAULT_SIZE"]
+           "check_protocol", "config_key", "init_pooling", "DEFAULT_FROZEN", "DEFAULT_SIZE", "POOLINGS"]
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 DEFAULT_FROZEN = "stage6"  # last frozen stage; its output maps are cached
 DEFAULT_SIZE = 128  # COIL-100's native size: stage6 maps are 192×4×4
 CHECKPOINT_VERSION = 2  # 2: the best epoch is stored as train.loop.fit keeps it
+POOLINGS = ("gem", "netvlad")  # what the tail pools its last conv map with
+NETVLAD_INIT_IMAGES = 400  # learning images whose tail columns seed NetVLAD's k-means words
 
 
 @dataclass
@@ -103,21 +106,28 @@ def _tail(backbone: str, frozen: str, weights) -> tuple[tuple[str, ...], nn.Sequ
 
 
 class TailNet(nn.Module):
-    """The trainable tail: backbone stages after ``frozen`` up to the last conv map → GeM(p) → [FC] → L2N.
+    """The trainable tail: backbone stages after ``frozen`` up to the last conv map → pooling → [FC] → L2N.
 
-    Built from a registered backbone with ImageNet weights (``weights=None``: random, for tests).
-    With its initial weights it reproduces the off-the-shelf GeM descriptor of the same input size.
+    ``pooling``: ``"gem"`` (GeM with a learnable p; with its initial weights the tail reproduces the
+    off-the-shelf GeM descriptor of the same input size) or ``"netvlad"`` (:class:`NetVLAD` with
+    ``clusters`` words, K·D dims; seed its words with :func:`init_pooling` before use). Built from a
+    registered backbone with ImageNet weights (``weights=None``: random, for tests).
     Survey §2.4, Figure 2.9; taught in notebooks/09_supervised_finetuning.
     """
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, frozen: str = DEFAULT_FROZEN, p: float = 3.0,
-                 whiten: bool = False, weights="imagenet"):
+                 whiten: bool = False, weights="imagenet", pooling: str = "gem", clusters: int = 8):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if pooling == "netvlad" and whiten:
+            raise ValueError("whiten=True puts a D×D layer after pooling: with NetVLAD's K·D dims that is too "
+                             "large here; reduce a NetVLAD descriptor with PCA-whitening learned afterwards")
         names, stages, dim = _tail(backbone, frozen, weights)
         self.backbone, self.frozen, self.stage_names = backbone, frozen, list(names)
         self.stages = copy.deepcopy(stages)
-        self.pool = GeM(p=p, learn_p=True)
-        self.dim = dim
+        self.pool = GeM(p=p, learn_p=True) if pooling == "gem" else NetVLAD(dim, clusters)
+        self.dim = dim if pooling == "gem" else self.pool.out_dim
         self.whiten = None
         if whiten:
             self.whiten = nn.Linear(dim, dim)
@@ -125,15 +135,39 @@ class TailNet(nn.Module):
             nn.init.zeros_(self.whiten.bias)
         self.to(memory_format=torch.channels_last)
 
+    @classmethod
+    def for_config(cls, cfg: "FinetuneConfig", **kwargs) -> "TailNet":
+        """The tail a :class:`FinetuneConfig` trains (its words not yet seeded, for NetVLAD)."""
+        return cls(cfg.backbone, cfg.frozen, whiten=cfg.whiten, pooling=cfg.pooling, clusters=cfg.clusters, **kwargs)
+
+    def columns(self, maps: torch.Tensor) -> torch.Tensor:
+        """The last conv map of the tail (before pooling)."""
+        return self.stages(maps.contiguous(memory_format=torch.channels_last))
+
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        x = self.stages(maps.contiguous(memory_format=torch.channels_last))
-        x = self.pool(x)
+        x = self.pool(self.columns(maps))
         if self.whiten is not None:
             x = self.whiten(x)
         return F.l2n(x)
 
     def extra_repr(self):
         return f"backbone={self.backbone!r}, frozen={self.frozen!r}, trained={self.stage_names}"
+
+
+@torch.no_grad()
+def init_pooling(model: TailNet, learn: TrainData, seed: int = 0, images: int = NETVLAD_INIT_IMAGES,
+                 device=None) -> TailNet:
+    """Seed a NetVLAD tail's words by k-means on the tail's conv columns of ``images`` LEARNING images
+    (the paper's initialisation); a GeM tail needs nothing."""
+    if not isinstance(model.pool, NetVLAD):
+        return model
+    device = device or next(model.parameters()).device
+    rows = np.sort(np.random.default_rng(seed).choice(len(learn), size=min(images, len(learn)), replace=False))
+    cols = [model.columns(_batch(learn.maps, rows[s:s + 128], device)).float()
+            for s in range(0, len(rows), 128)]
+    local = torch.cat([c.permute(0, 2, 3, 1).reshape(-1, c.shape[1]) for c in cols]).cpu().numpy()
+    model.pool.init_from(local, seed=seed)
+    return model
 
 
 def _batch(maps, rows, device) -> torch.Tensor:
@@ -188,6 +222,17 @@ class FinetuneConfig:
     seed: int = 0
     backbone: str = DEFAULT_BACKBONE
     frozen: str = DEFAULT_FROZEN
+    pooling: str = "gem"  # or "netvlad" (TailNet); ``clusters``: its number of words
+    clusters: int = 8
+
+
+def config_key(cfg: FinetuneConfig) -> dict:
+    """The configuration as cache and checkpoint keys hold it. A GeM run leaves out the NetVLAD fields,
+    so its key is the one it had before NetVLAD existed and runs cached then are still found."""
+    d = asdict(cfg)
+    if d["pooling"] == "gem":
+        d.pop("pooling"), d.pop("clusters")
+    return d
 
 
 @dataclass
@@ -230,7 +275,7 @@ def check_protocol(parts, forbidden_ids, forbidden_labels) -> None:
 
 
 def _comparable(cfg: FinetuneConfig) -> dict:
-    d = asdict(cfg)
+    d = config_key(cfg)
     d.pop("epochs")
     return d
 
@@ -263,7 +308,9 @@ def finetune(learn: TrainData, val: TrainData | None = None, cfg: FinetuneConfig
         raise ValueError("select='val' needs labelled validation data from the learning split; or use select='last'")
     dev = rk_config.device(device)
     torch.manual_seed(cfg.seed)
-    model = (model or TailNet(cfg.backbone, cfg.frozen, whiten=cfg.whiten)).to(dev).eval()
+    if model is None:
+        model = init_pooling(TailNet.for_config(cfg).to(dev).eval(), learn, cfg.seed)
+    model = model.to(dev).eval()
     classes, y = (None, None) if learn.labels is None else np.unique(learn.labels, return_inverse=True)
     loss_fn = L.build(cfg.loss, model.dim, 0 if classes is None else len(classes), **cfg.loss_kwargs).to(dev)
     if loss_fn.needs_labels and learn.labels is None:
@@ -276,8 +323,8 @@ def finetune(learn: TrainData, val: TrainData | None = None, cfg: FinetuneConfig
         for prm in model.parameters():
             prm.requires_grad_(False)
         groups = [{"params": list(loss_fn.parameters()), "lr": cfg.head_lr}]
-    else:
-        head = [model.pool.p] + list(loss_fn.parameters())
+    else:  # GeM's p learns at the head's rate; NetVLAD's words and assignment at the network's
+        head = [prm for name, prm in model.named_parameters() if name == "pool.p"] + list(loss_fn.parameters())
         body = [prm for name, prm in model.named_parameters() if name != "pool.p"]
         groups = [{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}]
     opt = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
@@ -291,7 +338,8 @@ def finetune(learn: TrainData, val: TrainData | None = None, cfg: FinetuneConfig
                       if scores_pairs else None)
             record["val_mAP"] = evaluate.leave_one_out_map(xv, val.labels, scores=scores)
             seen.update(map(str, val.ids))
-        record["p"] = float(model.pool.p.detach())
+        if isinstance(model.pool, GeM):
+            record["p"] = float(model.pool.p.detach())
         return record
 
     ckpt = Path(checkpoint) if checkpoint is not None else None
