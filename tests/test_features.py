@@ -262,6 +262,22 @@ def test_layer_and_model_fusion(images, lite):
         fuse_models([feats, _run(images[::-1], other, pooling=("gem",))])
 
 
+def test_block_pooling_gives_each_block_its_own_poolings_in_one_pass(images, lite):
+    """GeM on every block and the full list on the last map: the rows of two separate extractions."""
+    both = _run(images, lite, layers=["stage5", "stage6", "head"], pooling=("mac", "rmac", "gem"),
+                block_pooling=("gem",))
+    assert sorted(both.available()) == sorted([("stage5", "gem"), ("stage6", "gem"), ("head", "mac"),
+                                               ("head", "rmac"), ("head", "gem")])
+    blocks = _run(images, lite, layers=["stage5", "stage6"], pooling=("gem",))
+    last = _run(images, lite, layers=["head"], pooling=("mac", "rmac", "gem"))
+    for layer, pooling in both.available():
+        expected = (last if layer == "head" else blocks).get(layer, pooling, normalize=False)
+        assert_allclose(both.get(layer, pooling, normalize=False), expected, rtol=1e-5, atol=1e-6)
+    assert _key(images, lite) == _key(images, lite, block_pooling=None)  # keys without it are unchanged
+    assert _key(images, lite, layers=["stage6", "head"], block_pooling=("gem",)) != \
+        _key(images, lite, layers=["stage6", "head"])
+
+
 # --------------------------------------------------------------------------- the cache
 def test_rerun_reads_cache_without_forward(images, lite, monkeypatch, cache_home):
     first = _run(images, lite)

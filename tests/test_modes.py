@@ -46,7 +46,10 @@ def test_full_mode_widens_the_grids_and_the_note_says_how():
     assert instance.Sets(full=True).side == instance.FULL_SIDE > instance.Sets().side == instance.SIDE
     assert instance.Sets(full=True, small=True).side == instance.SIDE
     assert set(instance.FINETUNE_METHODS) < set(instance.FULL_FINETUNE_METHODS)
+    assert set(instance.NETWORKS) < set(instance.FULL_NETWORKS)
+    assert "efficientnet_lite1" in instance.Sets(full=True).networks and "efficientnet_lite1" not in instance.Sets().networks
     note = full_mode_note()
+    assert "adds efficientnet_lite1" in note
     for fact in ("60,000", f"{hashing.FASHION_DB:,}", str(instance.FULL_SIDE), "36", "72"):
         assert fact in note
 

@@ -228,7 +228,7 @@ def _instance_results(folder, rng_seed=0):
     n = 40
     noise = lambda: rng.normal(0, 0.002, n)  # noqa: E731
     deep, deep_pq = [], []
-    effect = {"rmac": 0.2, "gem": 0.1, "spoc": 0.0, "mac": 0.05}
+    effect = {"rmac": 0.2, "gem": 0.1, "spoc": 0.0, "mac": 0.05, "crow": 0.15}
     for net, depth, lift in (("shallow", 10, 0.0), ("deep", 20, 0.1)):
         for pooling, gain in effect.items():
             for ds in sets:
@@ -264,6 +264,7 @@ def test_instance_claims_have_one_verdict_column_per_dataset_from_paired_bootstr
     expected = {
         "aggregation methods on one frozen network give different mAP": "agrees",
         "R-MAC beats SPoC on the same network": "agrees",
+        "attention weighting (CroW) beats plain sum pooling (SPoC)": "agrees",
         "deeper backbones retrieve better (GeM)": "agrees",
         "PCA-whitening improves an off-the-shelf descriptor": "disagrees",
         "query expansion improves on the plain ranking": verdicts.WITHIN_NOISE,

