@@ -167,6 +167,22 @@ def test_what_the_step_depends_on_changing_recomputes_it(isolated):
     assert len(calls) == 4
 
 
+def test_a_dataset_folder_the_step_did_not_read_leaves_it_cached(isolated):
+    """A later step of the same run extracts its own dataset: the earlier steps stay cached."""
+    calls = []
+    step = _counting_step(calls)
+    step(_run(isolated, "one"))
+    (isolated / "data" / "later_pack").mkdir()
+    (isolated / "data" / "later_pack" / "x.jpg").write_bytes(b"z")
+    assert step.is_cached(_run(isolated, "two"))
+    step(_run(isolated, "three"))
+    assert len(calls) == 1
+    (isolated / "data" / "pack" / "a.jpg").unlink()  # an image the step read is gone
+    assert not step.is_cached(_run(isolated, "four"))
+    step(_run(isolated, "five"))
+    assert len(calls) == 2
+
+
 def test_a_changed_source_file_makes_every_step_stale(isolated, monkeypatch):
     from retrievalkit.experiments import steps as steps_module
 

@@ -7,9 +7,12 @@ notebooks/12_reproduce_survey_figures.
 
 A step's whole output (its CSVs, report section and live figures) is also kept in the artefact
 cache (kind ``step_output``), keyed by the step, the run's mode, the package's source, the library
-versions, the networks whose weights are present and the files of the data home; a second
-``retrievalkit reproduce`` with none of those changed writes the same files from there in seconds.
-``reproduce --recompute`` ignores it.
+versions and the networks whose weights are present. The entry also records the data it was computed
+from: a fingerprint (file names and sizes) of every dataset folder of the data home as the step ended;
+it is served only while each of those folders is unchanged (a folder that a later step extracts does
+not count; an image added to or lost from one the step read does). A second ``retrievalkit
+reproduce`` with nothing changed writes the same files from there in seconds; ``reproduce
+--recompute`` ignores the cache.
 """
 from __future__ import annotations
 
@@ -104,14 +107,35 @@ class Step:
     def __call__(self, run: Run) -> str:
         if not run.reuse:
             return self._write(run, self._compute_output(run))
-        output = artifacts.cached("step_output", step_key(self, run), lambda: self._compute_output(run),
-                                  version=STEP_OUTPUT_VERSION)
+        output = self._cached_output(run)
+        stale = output is None
+        if stale:
+            def compute():
+                out = self._compute_output(run)
+                out["data"] = dataset_fingerprints(rk_config.data_home(run.data_home))  # as the step ends
+                return out
+
+            output = artifacts.cached("step_output", step_key(self, run), compute, version=STEP_OUTPUT_VERSION,
+                                      refresh=self.is_cached(run, check_data=False))  # replace a stale entry
         return self._write(run, output)
 
-    def is_cached(self, run: Run) -> bool:
+    def is_cached(self, run: Run, check_data: bool = True) -> bool:
         """Whether a reusing run would serve this step from the step cache (what the plan prints)."""
-        return artifacts.lookup("step_output", step_key(self, run), version=STEP_OUTPUT_VERSION,
-                                warn=False) is not None
+        folder = artifacts.lookup("step_output", step_key(self, run), version=STEP_OUTPUT_VERSION, warn=False)
+        return folder is not None and (not check_data or self._cached_output(run) is not None)
+
+    def _cached_output(self, run: Run) -> dict | None:
+        """The cached output when its entry is good and every dataset folder it read is unchanged."""
+        folder = artifacts.lookup("step_output", step_key(self, run), version=STEP_OUTPUT_VERSION)
+        if folder is None:
+            return None
+        try:
+            output = artifacts.load_folder(folder)
+        except artifacts.CorruptArtifactError:
+            return None
+        home = rk_config.data_home(run.data_home)
+        recorded = output.get("data") or {}
+        return output if all(folder_fingerprint(home / name) == fp for name, fp in recorded.items()) else None
 
     def _compute_output(self, run: Run) -> dict:
         """Compute the step; return its CSV texts, section and live-figure PNGs (JSON, for the step cache)."""
@@ -147,10 +171,11 @@ class Step:
 
 
 def step_key(step: Step, run: Run) -> dict:
-    """Everything a step's output depends on, as the step cache's key (a change recomputes the step)."""
+    """What a step's output depends on besides its data, as the step cache's key (a change recomputes
+    the step); the data is checked against the fingerprints the entry records (:meth:`Step._cached_output`)."""
     from .. import backbones
 
-    return {"data": data_fingerprint(rk_config.data_home(run.data_home)), "step": step.name, "mode": run.mode,
+    return {"data": "dataset folders, checked on read", "step": step.name, "mode": run.mode,
             "code": source_fingerprint(), "libraries": library_versions(),
             "weights": sorted(n for n in backbones.BACKBONES if backbones.weights_available(n))}
 
@@ -164,17 +189,27 @@ def source_fingerprint() -> str:
     return digest.hexdigest()[:32]
 
 
-def data_fingerprint(home: Path) -> str:
-    """sha256 of the name and size of every file under the data home, the cache left out: an image
-    added, lost or replaced by one of another size changes it (the packs themselves are checksummed)."""
+def dataset_fingerprints(home: Path) -> dict[str, str]:
+    """:func:`folder_fingerprint` of every dataset folder of the data home (the cache left out)."""
     skip = {rk_config.cache_dir().resolve(), (home / "cache").resolve()}
+    if not home.is_dir():
+        return {}
+    return {d.name: folder_fingerprint(d) for d in sorted(home.iterdir())
+            if d.is_dir() and d.resolve() not in skip}
+
+
+def folder_fingerprint(folder: Path) -> str | None:
+    """sha256 of the name and size of every file under ``folder`` (None when it is gone): an image added,
+    lost or replaced by one of another size changes it (the packs themselves are checksummed)."""
+    if not folder.is_dir():
+        return None
     entries = []
-    for folder, dirs, files in os.walk(home):
-        dirs[:] = sorted(d for d in dirs if (Path(folder) / d).resolve() not in skip)
+    for parent, dirs, files in os.walk(folder):
+        dirs.sort()
         for name in sorted(files):
-            path = Path(folder) / name
+            path = Path(parent) / name
             try:
-                entries.append(f"{path.relative_to(home).as_posix()}\t{path.stat().st_size}")
+                entries.append(f"{path.relative_to(folder).as_posix()}\t{path.stat().st_size}")
             except OSError:  # removed while we walked
                 continue
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:32]
