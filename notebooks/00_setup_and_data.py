@@ -313,3 +313,15 @@ fig.tight_layout()
 # colours; so many of that object's views score higher than the query's own far views, and every one
 # of them pushes a true match down the ranking. Nothing in a colour histogram records shape, so
 # nothing can separate the two objects.
+
+# %% [markdown]
+# **Question 3.** UKBench's N-S score counts the query's own image among its four positives, and the
+# query is in the database. Why is that a fair protocol there, when COIL-100 and the Oxford/Paris protocols
+# remove the query from its own ranking (junk)?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "q_ns_self", "locked": false, "points": 1, "schema_version": 3, "solution": true}
+# Every UKBench image is a query and each object has exactly four images, so counting the query itself
+# adds the same 1 to every query's score: it shifts the scale (a system that finds only itself scores 1,
+# not 0) without changing which system ranks first. Protocols with a varying number of positives, or
+# with cropped queries that are not database images, remove the query instead, so that AP measures only
+# what the system found.

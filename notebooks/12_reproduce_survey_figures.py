@@ -203,20 +203,35 @@ display(Markdown(report.split("### The survey's progress curve")[0]))
 # * A disagreement is a finding about the data, not a bug: COIL-100 objects are centred on a black
 #   background, so region-based pooling (R-MAC) gains nothing from its regions.
 #
-# ## Exercises
+# ## Questions
 #
-# 1. Set `verdicts.LEVEL = 0.8` (an 80% interval instead of 95%) and rebuild the claims table. Which
-#    verdicts change, and what does that say about how much 200 queries can resolve?
-# 2. Redraw the depth figure for the `easy` and `hard` protocols only. Does the depth ordering change?
-#
-# <details><summary>Solutions</summary>
-#
-# 1. `verdicts.LEVEL = 0.8; verdicts.claims_vs_ours(RESULTS)` (the default is read when each check runs):
-#    narrower intervals, so some "within noise" comparisons now state a direction. They are the ones
-#    whose mean AP difference is about the size of what resampling the queries moves; a lower level buys
-#    those directions at the price of more of them being wrong.
-# 2. `F.depth_curve(depth, protocol="hard")` and `protocol="easy"`: on the default run the ordering of
-#    the backbones is the same under both, and the hard protocol (views ≥ 60° apart) spreads them
-#    further apart — harder queries separate features better.
-#
-# </details>
+# **Question 1.** Set `verdicts.LEVEL = 0.8` (an 80% interval instead of 95%) and rebuild the claims table
+# with `verdicts.claims_vs_ours(RESULTS)`. Which kind of verdict can change, in which direction, and what
+# does that say about how much 200 test queries can resolve?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "q_level", "locked": false, "points": 1, "schema_version": 3, "solution": true}
+# Only comparisons whose 95% interval straddles zero can change: with a narrower interval some "within
+# noise" rows state a direction, never the other way round. They are the ones whose mean AP difference is
+# about as large as the wobble from resampling the queries; an 80% level buys those directions at the cost
+# of being wrong more often. A few hundred queries resolve differences of a few hundredths of mAP, not less.
+
+# %% [markdown]
+# **Question 2.** Our COIL-100 verdict on "R-MAC beats SPoC" need not match the survey's Oxford5k numbers.
+# What property of the images decides whether pooling over regions pays off?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "q_regions", "locked": false, "points": 1, "schema_version": 3, "solution": true}
+# R-MAC max-pools over a grid of regions and adds their normalised vectors, so an object that fills only
+# part of a cluttered photo is described by the regions where it is, not drowned by background. COIL-100's
+# objects are centred on black, so every region sees the same object and R-MAC has nothing to gain over
+# summing the whole map; landmark photos with clutter and partial views are where regions help. The
+# per-dataset verdict table (instance step) shows the same claim on real photos.
+
+# %% [markdown]
+# **Question 3.** The survey's progress curve (Figure 2.12a) mixes methods evaluated with different
+# backbones, dimensions and enhancements. Why can it not tell which idea caused a jump, and what would?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "q_timeline", "locked": false, "points": 1, "schema_version": 3, "solution": true}
+# Each point changes several things at once (network, fine-tuning data, pooling, whitening, re-ranking),
+# so a jump cannot be credited to one of them. A controlled comparison changes one factor with everything
+# else fixed and scores it on the same queries, which is what each reproduce step does (and why its
+# verdicts are paired bootstraps over the same test queries).

@@ -37,13 +37,29 @@ from retrievalkit import figures_instance as fi
 from retrievalkit.experiments import instance as I
 
 # %% tags=["parameters"]
-SMALL = rk.config.SMALL  # SMALL keeps every image and lowers the input side (224 px instead of 320)
+SMALL = rk.config.SMALL  # SMALL keeps every image and two networks (default run: three at 224 px; --full: four at 320 px)
 
 # %% [markdown]
 # ## 1 · Three real test sets
 #
 # Each loader returns a `RetrievalDataset`; Paris6k-mini prints how many of the full RParis6k images
 # are present — the revisited ground truth is restricted to them.
+#
+# **The revisited protocol** (Radenović et al., CVPR 2018, [arXiv:1803.11285](https://arxiv.org/abs/1803.11285);
+# survey §2.5.1). For each query $q$ the ground truth sorts the database into *easy* $E_q$, *hard* $H_q$ and
+# *unclear* $U_q$ images. A protocol says which count as positives $P_q$ and which are junk $J_q$, removed
+# from the ranking before it is scored:
+#
+# $$\text{Easy: } P_q = E_q,\ J_q = H_q \cup U_q \qquad \text{Medium: } P_q = E_q \cup H_q,\ J_q = U_q
+# \qquad \text{Hard: } P_q = H_q,\ J_q = E_q \cup U_q.$$
+#
+# mAP is then the mean AP (the trapezoid rule of notebook 00). revisitop's precision at $k$ stops at the last
+# positive it finds: with $r_q$ the rank of that positive and $k_q = \min(k, r_q)$,
+#
+# $$\mathrm{mP@}k = \frac{1}{|Q|}\sum_{q \in Q} \frac{\bigl|\{\text{first } k_q \text{ results}\} \cap P_q\bigr|}{k_q},$$
+#
+# which `rk.evaluate.revisited_precision_at_k` computes (`rk.evaluate.evaluate` uses it for datasets marked revisited,
+# plain precision at $k$ elsewhere).
 
 # %%
 sets = I.Sets(small=SMALL)
@@ -162,3 +178,38 @@ print(f"* Depth inside a network: the last block is the best tap in {int(tops.su
 # **Exercises.** (1) Re-run section 4 with `I.WHITEN_DIMS = (32,)` and explain the change.
 # (2) Score SMVS per camera (`hist` and `deep` hold protocol rows `Canon` … `Palm`): which phone is
 # hardest, and why might that be?
+
+# %% [markdown]
+# ## Questions
+#
+# **Question 1.** In the table of section 2 every CNN descriptor scores far lower on SMVS than on
+# Paris6k-mini, and the instance section of `figures/REPORT.md` shows RootSIFT-VLAD (local features,
+# notebook 05) well ahead of them on SMVS. What about the SMVS photos favours local features?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "q_smvs_local", "locked": false, "points": 1, "schema_version": 3, "solution": true}
+# The covers are planar and textured, and a phone photo shows the same printed pattern under a perspective
+# change, rotation, glare and clutter around it. Local descriptors at repeatable keypoints survive that
+# geometry and match the cover's fine print; a global CNN descriptor of the whole photo pools in the
+# background and the table top, and its ImageNet training rewards object categories, not the exact print.
+
+# %% [markdown]
+# **Question 2.** PCA-whitening is learned here on SOP's kettles and fans. What does it undo, and why can
+# the same transform help on SOP's test products but hurt on SMVS or Paris6k-mini?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "q_whitening_domain", "locked": false, "points": 1, "schema_version": 3, "solution": true}
+# Whitening removes the correlations and the dominant directions of the learning rows' covariance (frequent,
+# bursty visual patterns), and rescales the rest to unit variance. Those directions are the ones common in
+# *kettle and fan* photos; on products of the same kind they are indeed uninformative, but on DVD covers or
+# buildings they may carry the signal, and the rescaling amplifies directions that were noise there.
+# The sign printed in section 4 for each set is the measurement.
+
+# %% [markdown]
+# **Question 3.** Diffusion follows the k-nearest-neighbour graph of the database. When does it hurt,
+# and which of the three sets is most exposed to that?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "q_diffusion_hurts", "locked": false, "points": 1, "schema_version": 3, "solution": true}
+# It helps when a query's positives form a chain of near neighbours (many views of one landmark), so
+# relevance can flow from the ones found first to the far ones. When a query has one or two positives,
+# as on SMVS (one reference cover) and for most SOP products, there is no chain to follow: the graph mostly
+# spreads scores to the first results' other neighbours, which belong to other objects. The average
+# number of positives printed under "What to notice" says how exposed each set is.

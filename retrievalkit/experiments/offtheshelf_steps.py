@@ -188,7 +188,7 @@ STEPS = {step.name: step for step in (
     Step("multipass", ("multipass",), lambda run: {"multipass": offtheshelf.multipass(run.coil)},
          (Figure("multipass", ("multipass",),
                  partial(figures.variant_bars, time_column="ms_per_image",
-                         title="Single vs multi-pass (Figure 2.7) and multi-scale: mAP and time"),
+                         title="Single vs multi-pass (Figure 2.7)\nand multi-scale: mAP and time"),
                  "Figure 2.7: single vs multiple passes"),),
          _multipass_section),
 )}
