@@ -121,6 +121,14 @@ def _counting_step(calls: list, value: float = 0.5) -> Step:
                 live_figures=lambda run, tables: {"counted_live": _blank()})
 
 
+def _computed_once(root: Path) -> tuple[Step, list]:
+    """A counting step run once in ``root`` (run "one"); ``calls`` records each computation."""
+    calls = []
+    step = _counting_step(calls)
+    step(_run(root, "one"))
+    return step, calls
+
+
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
     """A data home and cache of its own, so the step cache starts empty and the data fingerprint is ours."""
@@ -152,9 +160,7 @@ def test_a_second_run_writes_the_step_from_the_step_cache(isolated):
 
 
 def test_what_the_step_depends_on_changing_recomputes_it(isolated):
-    calls = []
-    step = _counting_step(calls)
-    step(_run(isolated, "one"))
+    step, calls = _computed_once(isolated)
     (isolated / "data" / "pack" / "b.jpg").write_bytes(b"y")  # an image added to the data home
     step(_run(isolated, "two"))
     (isolated / "data" / "pack" / "b.jpg").write_bytes(b"yy")  # replaced by one of another size
@@ -169,9 +175,7 @@ def test_what_the_step_depends_on_changing_recomputes_it(isolated):
 
 def test_a_dataset_folder_the_step_did_not_read_leaves_it_cached(isolated):
     """A later step of the same run extracts its own dataset: the earlier steps stay cached."""
-    calls = []
-    step = _counting_step(calls)
-    step(_run(isolated, "one"))
+    step, calls = _computed_once(isolated)
     (isolated / "data" / "later_pack").mkdir()
     (isolated / "data" / "later_pack" / "x.jpg").write_bytes(b"z")
     assert step.is_cached(_run(isolated, "two"))
@@ -186,9 +190,7 @@ def test_a_dataset_folder_the_step_did_not_read_leaves_it_cached(isolated):
 def test_a_changed_source_file_makes_every_step_stale(isolated, monkeypatch):
     from retrievalkit.experiments import steps as steps_module
 
-    calls = []
-    step = _counting_step(calls)
-    step(_run(isolated, "one"))
+    step, calls = _computed_once(isolated)
     monkeypatch.setattr(steps_module, "source_fingerprint", lambda: "edited")
     step(_run(isolated, "two"))
     assert len(calls) == 2
@@ -197,9 +199,7 @@ def test_a_changed_source_file_makes_every_step_stale(isolated, monkeypatch):
 def test_a_damaged_step_cache_entry_is_refused_and_recomputed(isolated, caplog):
     from retrievalkit import artifacts
 
-    calls = []
-    step = _counting_step(calls)
-    step(_run(isolated, "one"))
+    step, calls = _computed_once(isolated)
     folder = next((isolated / "cache" / "artifacts" / "step_output").iterdir())
     value = folder / artifacts.JSON_FILE
     value.write_bytes(value.read_bytes()[: value.stat().st_size // 2])  # a copy that stopped mid-file

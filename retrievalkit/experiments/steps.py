@@ -107,35 +107,35 @@ class Step:
     def __call__(self, run: Run) -> str:
         if not run.reuse:
             return self._write(run, self._compute_output(run))
-        output = self._cached_output(run)
-        stale = output is None
-        if stale:
+        key = step_key(self, run)
+        output, stored = self._cached_output(run, key)
+        if output is None:
             def compute():
                 out = self._compute_output(run)
                 out["data"] = dataset_fingerprints(rk_config.data_home(run.data_home))  # as the step ends
                 return out
 
-            output = artifacts.cached("step_output", step_key(self, run), compute, version=STEP_OUTPUT_VERSION,
-                                      refresh=self.is_cached(run, check_data=False))  # replace a stale entry
+            # refresh: an entry whose dataset folders changed is replaced, not kept beside the new one
+            output = artifacts.cached("step_output", key, compute, version=STEP_OUTPUT_VERSION, refresh=stored)
         return self._write(run, output)
 
-    def is_cached(self, run: Run, check_data: bool = True) -> bool:
+    def is_cached(self, run: Run) -> bool:
         """Whether a reusing run would serve this step from the step cache (what the plan prints)."""
-        folder = artifacts.lookup("step_output", step_key(self, run), version=STEP_OUTPUT_VERSION, warn=False)
-        return folder is not None and (not check_data or self._cached_output(run) is not None)
+        return self._cached_output(run, step_key(self, run), warn=False)[0] is not None
 
-    def _cached_output(self, run: Run) -> dict | None:
-        """The cached output when its entry is good and every dataset folder it read is unchanged."""
-        folder = artifacts.lookup("step_output", step_key(self, run), version=STEP_OUTPUT_VERSION)
+    def _cached_output(self, run: Run, key: dict, warn: bool = True) -> tuple[dict | None, bool]:
+        """``(output, stored)``: the cached output when its entry is good and every dataset folder it read
+        is unchanged (else None), and whether a good entry is stored for ``key`` at all."""
+        folder = artifacts.lookup("step_output", key, version=STEP_OUTPUT_VERSION, warn=warn)
         if folder is None:
-            return None
+            return None, False
         try:
             output = artifacts.load_folder(folder)
         except artifacts.CorruptArtifactError:
-            return None
+            return None, False  # artifacts.cached replaces it
         home = rk_config.data_home(run.data_home)
-        recorded = output.get("data") or {}
-        return output if all(folder_fingerprint(home / name) == fp for name, fp in recorded.items()) else None
+        fresh = all(folder_fingerprint(home / name) == fp for name, fp in (output.get("data") or {}).items())
+        return (output if fresh else None), True
 
     def _compute_output(self, run: Run) -> dict:
         """Compute the step; return its CSV texts, section and live-figure PNGs (JSON, for the step cache)."""
